@@ -1,0 +1,287 @@
+"""Per-cell, per-track and per-batch tables, built from the merge and track stages' tables.
+
+Inputs follow docs/architecture.md: positions in pixels ``(z, y, x)``; physical units come
+from ``voxel_size`` (µm, z/y/x) and ``dt`` (s between frames). Every function takes and
+returns pandas DataFrames and works on empty inputs (returning empty tables with the right
+columns), so that an empty batch still gets a report.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cellspot.report import stats
+
+AXES = ["z", "y", "x"]
+UM = ["z_um", "y_um", "x_um"]
+
+REQUIRED = {
+    "cells": ["t", "label", "z", "y", "x", "volume_um3"],
+    "nuclei": ["t", "label", "volume_um3", "cell_id"],
+    "spots": ["t", "label", "z", "y", "x", "cell_id", "compartment"],
+    "cell_tracks": ["track_id", "t", "z", "y", "x", "label", "parent"],
+    "spot_tracks": ["track_id", "t", "z", "y", "x", "label"],
+}
+
+CELL_TIMEPOINT_COLUMNS = [
+    "t", "time_s", "label", "track_id", "z", "y", "x", "z_um", "y_um", "x_um", "volume_um3",
+    "speed_um_s", "nucleus_volume_um3", "n_nuclei", "rna_total", "rna_nuclear",
+    "rna_cytoplasmic", "rna_mean_distance_to_nucleus_um",
+]
+CELL_TRACK_COLUMNS = [
+    "track_id", "root", "parent", "generation", "t_start", "t_end", "n_timepoints",
+    "lifetime_s", "mean_speed_um_s", "path_length_um", "net_displacement_um", "persistence",
+    "msd_lag1_um2", "msd_exponent", "motility_um2_s", "divides", "division_t",
+    "cycle_time_s", "n_daughters", "daughters", "mean_rna_total",
+]
+RNA_TRACK_COLUMNS = [
+    "track_id", "cell_id", "compartment", "t_start", "t_end", "n_timepoints", "msd_lag1_um2",
+    "diffusion_um2_s", "msd_exponent", "mean_speed_um_s", "mean_distance_to_nucleus_um",
+]
+
+
+class ReportInputError(ValueError):
+    """An input table lacks what the report needs."""
+
+
+def check_columns(df: pd.DataFrame, kind: str, source: str = "") -> None:
+    """Raise a :class:`ReportInputError` naming the table and its missing columns."""
+    missing = [c for c in REQUIRED[kind] if c not in df.columns]
+    if missing:
+        where = f"{source}: " if source else ""
+        raise ReportInputError(
+            f"{where}{kind} table lacks column(s) {missing}; it has {list(df.columns)}")
+
+
+def to_um(df: pd.DataFrame, voxel_size: Sequence[float]) -> np.ndarray:
+    """``(n, 3)`` physical positions (µm) from the pixel columns ``z, y, x``."""
+    if len(df) == 0:
+        return np.zeros((0, 3))
+    return df[AXES].to_numpy(float) * np.asarray(voxel_size, float)
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+
+
+def _has_parent(parent, track_id, known: set) -> bool:
+    # btrack marks roots with parent == own id; other trackers use 0 or -1.
+    return bool(pd.notna(parent) and parent != track_id and parent > 0 and parent in known)
+
+
+def cell_timepoint_table(cells: pd.DataFrame, nuclei: pd.DataFrame, spots: pd.DataFrame,
+                         cell_tracks: pd.DataFrame, voxel_size: Sequence[float],
+                         dt: float) -> pd.DataFrame:
+    """One row per cell per timepoint: size, position, speed, nucleus and RNA counts.
+
+    Speed is the displacement of the cell's centroid since its track's previous timepoint,
+    in µm/s (NaN at a track's first point or for a cell without a track). RNA counts are
+    spots with that ``cell_id`` at that ``t``, split by ``compartment``; the mean distance
+    of its RNA to the nucleus uses the spots' ``distance_to_nucleus_um`` (negative inside).
+    """
+    if len(cells) == 0:
+        return _empty(CELL_TIMEPOINT_COLUMNS)
+    out = cells[["t", "label", "z", "y", "x", "volume_um3"]].copy()
+    out["t"] = out["t"].astype(int)
+    out["label"] = out["label"].astype(int)
+    out["time_s"] = out["t"] * float(dt)
+    out[UM] = to_um(out, voxel_size)
+
+    tracks = cell_tracks[["t", "label", "track_id"]].astype(int).drop_duplicates(["t", "label"])
+    out = out.merge(tracks, on=["t", "label"], how="left")
+    out["speed_um_s"] = np.nan
+    for _, idx in out.dropna(subset=["track_id"]).groupby("track_id").groups.items():
+        rows = out.loc[idx].sort_values("t")
+        out.loc[rows.index, "speed_um_s"] = stats.step_speeds(
+            rows["t"].to_numpy(), rows[UM].to_numpy(), dt)
+
+    if len(nuclei):
+        nuc = (nuclei[nuclei["cell_id"] > 0]
+               .groupby(["t", "cell_id"])
+               .agg(nucleus_volume_um3=("volume_um3", "sum"), n_nuclei=("label", "size"))
+               .reset_index().rename(columns={"cell_id": "label"}))
+        out = out.merge(nuc, on=["t", "label"], how="left")
+    else:
+        out["nucleus_volume_um3"] = np.nan
+        out["n_nuclei"] = np.nan
+    out["n_nuclei"] = out["n_nuclei"].fillna(0).astype(int)
+
+    rna = spots[spots["cell_id"] > 0] if len(spots) else spots
+    if len(rna):
+        comp = rna["compartment"].astype(str)
+        agg = pd.DataFrame({
+            "t": rna["t"].astype(int).to_numpy(), "label": rna["cell_id"].astype(int).to_numpy(),
+            "rna_total": 1, "rna_nuclear": (comp == "nucleus").to_numpy().astype(int),
+            "rna_cytoplasmic": (comp == "cytoplasm").to_numpy().astype(int),
+            "rna_mean_distance_to_nucleus_um": (
+                rna["distance_to_nucleus_um"].to_numpy(float)
+                if "distance_to_nucleus_um" in rna else np.nan),
+        }).groupby(["t", "label"]).agg(
+            rna_total=("rna_total", "sum"), rna_nuclear=("rna_nuclear", "sum"),
+            rna_cytoplasmic=("rna_cytoplasmic", "sum"),
+            rna_mean_distance_to_nucleus_um=("rna_mean_distance_to_nucleus_um", "mean"),
+        ).reset_index()
+        out = out.merge(agg, on=["t", "label"], how="left")
+    else:
+        out["rna_mean_distance_to_nucleus_um"] = np.nan
+    for c in ("rna_total", "rna_nuclear", "rna_cytoplasmic"):
+        out[c] = out[c].fillna(0).astype(int) if c in out else 0
+    return out[CELL_TIMEPOINT_COLUMNS].sort_values(["t", "label"]).reset_index(drop=True)
+
+
+def cell_track_table(cell_tracks: pd.DataFrame, voxel_size: Sequence[float], dt: float,
+                     cell_timepoints: pd.DataFrame | None = None,
+                     msd_max_lag: int = 10) -> pd.DataFrame:
+    """One row per cell track: motion, lifetime and division.
+
+    ``persistence`` = net displacement / path length; ``msd_exponent`` is α of MSD ∝ τ^α;
+    ``motility_um2_s`` is the random-motility coefficient from the MSD slope (as a diffusion
+    coefficient in 3D). A track divides when other tracks name it as ``parent``; then
+    ``division_t`` is its last frame and ``cycle_time_s`` the time from its birth (first
+    frame of a track that has a parent) to the division, NaN when the birth was not seen.
+    """
+    if len(cell_tracks) == 0:
+        return _empty(CELL_TRACK_COLUMNS)
+    ct = cell_tracks.copy()
+    ct["track_id"] = ct["track_id"].astype(int)
+    known = set(ct["track_id"].unique())
+    first = ct.sort_values("t").groupby("track_id").first()
+    parents = {tid: (int(row["parent"]) if _has_parent(row["parent"], tid, known) else 0)
+               for tid, row in first.iterrows()}
+    daughters: dict[int, list[int]] = {}
+    for tid, par in parents.items():
+        if par:
+            daughters.setdefault(par, []).append(int(tid))
+    rna = {}
+    if cell_timepoints is not None and len(cell_timepoints):
+        rna = cell_timepoints.dropna(subset=["track_id"]).groupby("track_id")["rna_total"].mean()
+    rows = []
+    for tid, tr in ct.groupby("track_id"):
+        tr = tr.sort_values("t")
+        t = tr["t"].to_numpy(int)
+        pos = to_um(tr, voxel_size)
+        lags, msd_v, _ = stats.msd(t, pos, msd_max_lag)
+        kids = sorted(daughters.get(tid, []))
+        par = parents[tid]
+        divides = len(kids) > 0
+        rows.append({
+            "track_id": int(tid),
+            "root": int(first.loc[tid, "root"]) if "root" in first else int(tid),
+            "parent": par,
+            "generation": int(first.loc[tid, "generation"]) if "generation" in first else 0,
+            "t_start": int(t[0]), "t_end": int(t[-1]), "n_timepoints": len(t),
+            "lifetime_s": float((t[-1] - t[0] + 1) * dt),
+            "mean_speed_um_s": float(np.nanmean(stats.step_speeds(t, pos, dt)))
+            if len(t) > 1 else np.nan,
+            "path_length_um": stats.path_length(pos),
+            "net_displacement_um": stats.net_displacement(pos),
+            "persistence": stats.persistence(pos),
+            "msd_lag1_um2": float(msd_v[0]) if len(lags) and lags[0] == 1 else np.nan,
+            "msd_exponent": stats.msd_exponent(lags, msd_v),
+            "motility_um2_s": stats.diffusion_coefficient(lags, msd_v, dt),
+            "divides": divides,
+            "division_t": int(t[-1]) if divides else -1,
+            "cycle_time_s": float((t[-1] - t[0] + 1) * dt) if divides and par else np.nan,
+            "n_daughters": len(kids),
+            "daughters": ",".join(str(k) for k in kids),
+            "mean_rna_total": float(rna.get(tid, np.nan)) if len(rna) else np.nan,
+        })
+    return pd.DataFrame(rows, columns=CELL_TRACK_COLUMNS)
+
+
+def rna_track_table(spot_tracks: pd.DataFrame, spots: pd.DataFrame,
+                    voxel_size: Sequence[float], dt: float, msd_max_lag: int = 10,
+                    fit_lags: int = 4, min_length: int = 3) -> pd.DataFrame:
+    """One row per RNA track of at least ``min_length`` points: MSD, D and nucleus distance.
+
+    The diffusion coefficient comes from the slope of the MSD over the first ``fit_lags``
+    lags with a free intercept (localisation error). The distance to the nucleus is looked
+    up in the spots table by ``(t, label)``.
+    """
+    if len(spot_tracks) == 0:
+        return _empty(RNA_TRACK_COLUMNS)
+    st = spot_tracks.copy()
+    st["track_id"] = st["track_id"].astype(int)
+    if "distance_to_nucleus_um" not in st and len(spots) and "distance_to_nucleus_um" in spots:
+        st = st.merge(spots[["t", "label", "distance_to_nucleus_um"]]
+                      .drop_duplicates(["t", "label"]), on=["t", "label"], how="left")
+    for c, fill in (("cell_id", 0), ("compartment", ""), ("distance_to_nucleus_um", np.nan)):
+        if c not in st:
+            if c != "distance_to_nucleus_um" and len(spots) and c in spots:
+                st = st.merge(spots[["t", "label", c]].drop_duplicates(["t", "label"]),
+                              on=["t", "label"], how="left")
+            else:
+                st[c] = fill
+    rows = []
+    for tid, tr in st.groupby("track_id"):
+        if len(tr) < min_length:
+            continue
+        tr = tr.sort_values("t")
+        t = tr["t"].to_numpy(int)
+        pos = to_um(tr, voxel_size)
+        lags, msd_v, _ = stats.msd(t, pos, msd_max_lag)
+        rows.append({
+            "track_id": int(tid),
+            "cell_id": int(tr["cell_id"].mode().iloc[0]) if tr["cell_id"].notna().any() else 0,
+            "compartment": str(tr["compartment"].mode().iloc[0])
+            if tr["compartment"].notna().any() else "",
+            "t_start": int(t[0]), "t_end": int(t[-1]), "n_timepoints": len(t),
+            "msd_lag1_um2": float(msd_v[0]) if len(lags) and lags[0] == 1 else np.nan,
+            "diffusion_um2_s": stats.diffusion_coefficient(lags, msd_v, dt, fit_lags=fit_lags),
+            "msd_exponent": stats.msd_exponent(lags, msd_v),
+            "mean_speed_um_s": float(np.nanmean(stats.step_speeds(t, pos, dt))),
+            "mean_distance_to_nucleus_um": float(tr["distance_to_nucleus_um"].mean()),
+        })
+    if not rows:
+        return _empty(RNA_TRACK_COLUMNS)
+    return pd.DataFrame(rows, columns=RNA_TRACK_COLUMNS)
+
+
+def batch_summary(batch: str, cell_timepoints: pd.DataFrame, cell_tracks: pd.DataFrame,
+                  rna_tracks: pd.DataFrame, spots: pd.DataFrame, n_timepoints: int,
+                  colocalisation: dict | None = None, drift: pd.DataFrame | None = None,
+                  notes: Sequence[str] = ()) -> pd.DataFrame:
+    """A one-row table of the batch's headline numbers (the row of the all-batches table)."""
+    ctp, spots_in = cell_timepoints, (spots[spots["cell_id"] > 0] if len(spots) else spots)
+    comp = spots_in["compartment"].astype(str) if len(spots_in) else pd.Series(dtype=str)
+
+    def mean(s):
+        s = pd.to_numeric(s, errors="coerce").dropna()
+        return float(s.mean()) if len(s) else np.nan
+
+    def median(s):
+        s = pd.to_numeric(s, errors="coerce").dropna()
+        return float(s.median()) if len(s) else np.nan
+
+    row = {
+        "batch": batch,
+        "n_timepoints": int(n_timepoints),
+        "mean_cells_per_timepoint": (float(ctp.groupby("t").size().reindex(
+            range(n_timepoints), fill_value=0).mean()) if n_timepoints else np.nan),
+        "n_cell_tracks": int(len(cell_tracks)),
+        "n_divisions": int(cell_tracks["divides"].sum()) if len(cell_tracks) else 0,
+        "median_cycle_time_s": median(cell_tracks.get("cycle_time_s", pd.Series(dtype=float))),
+        "mean_cell_volume_um3": mean(ctp.get("volume_um3", pd.Series(dtype=float))),
+        "mean_cell_speed_um_s": mean(ctp.get("speed_um_s", pd.Series(dtype=float))),
+        "mean_persistence": mean(cell_tracks.get("persistence", pd.Series(dtype=float))),
+        "n_rna_spots": int(len(spots)),
+        "n_rna_in_cells": int(len(spots_in)),
+        "mean_rna_per_cell": mean(ctp.get("rna_total", pd.Series(dtype=float))),
+        "median_rna_per_cell": median(ctp.get("rna_total", pd.Series(dtype=float))),
+        "fraction_rna_nuclear": float((comp == "nucleus").mean()) if len(comp) else np.nan,
+        "fraction_rna_cytoplasmic": float((comp == "cytoplasm").mean()) if len(comp) else np.nan,
+        "n_rna_tracks": int(len(rna_tracks)),
+        "median_rna_diffusion_um2_s": median(rna_tracks.get("diffusion_um2_s",
+                                                            pd.Series(dtype=float))),
+        "max_drift_px": (float(np.sqrt((drift[["dz", "dy", "dx"]] ** 2).sum(axis=1)).max())
+                         if drift is not None and len(drift) else np.nan),
+        "n_drift_flagged": (int(drift["flagged"].astype(bool).sum())
+                            if drift is not None and "flagged" in drift else 0),
+    }
+    for k, v in (colocalisation or {}).items():
+        row[f"coloc_{k}"] = v
+    row["notes"] = "; ".join(notes)
+    return pd.DataFrame([row])
