@@ -1,0 +1,163 @@
+# Mask R-CNN for cells: classes "nucleus" and "cell" (the whole cell) on 2D slices.
+#
+# A plain MMDetection 3.3 config. cellspot loads it with mmengine.Config, fills in the data
+# paths, the number of iterations and the device settings, applies the overrides under
+# `segment: models: cells: overrides:` in config.yaml (a nested dict merged into this one),
+# and writes the resolved config next to the checkpoint (models/cells/config.py).
+#
+# Input: 3 channels (nucleus, cytoplasm, rna stains), float32 normalised so that the
+# 1st/99.8th percentiles of the movie map to 0/1 -> mean 0, std 1 below (no ImageNet stats).
+# The semantic map background/cytoplasm/nucleus is derived from the instance masks at
+# inference (cell minus nucleus = cytoplasm).
+
+custom_imports = dict(imports=['cellspot.segment_models'], allow_failed_imports=False)
+
+classes = ('nucleus', 'cell')
+in_channels = 3
+
+model = dict(
+    type='MaskRCNN',
+    data_preprocessor=dict(
+        type='DetDataPreprocessor',
+        mean=[0.0] * in_channels, std=[1.0] * in_channels,
+        bgr_to_rgb=False, pad_mask=True, pad_size_divisor=32),
+    backbone=dict(
+        # depth 18/34/50/101: cellspot sets neck.in_channels to match the depth.
+        type='ResNet', depth=18, in_channels=in_channels, num_stages=4,
+        out_indices=(0, 1, 2, 3),
+        # Trained from scratch by default (no torchvision/ImageNet download); a pretrained
+        # Mask R-CNN checkpoint can be given as load_from.
+        frozen_stages=-1, norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
+        style='pytorch', init_cfg=None),
+    neck=dict(type='FPN', in_channels=[64, 128, 256, 512], out_channels=256, num_outs=5),
+    rpn_head=dict(
+        type='RPNHead', in_channels=256, feat_channels=256,
+        # Cells and nuclei are ~10-100 px across: smallest anchor 16 px (stride 4 x scale 4)
+        # instead of MMDetection's 32 px.
+        anchor_generator=dict(type='AnchorGenerator', scales=[4], ratios=[0.5, 1.0, 2.0],
+                              strides=[4, 8, 16, 32, 64]),
+        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0, .0, .0, .0],
+                        target_stds=[1.0, 1.0, 1.0, 1.0]),
+        loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
+        loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+    roi_head=dict(
+        type='StandardRoIHead',
+        bbox_roi_extractor=dict(
+            type='SingleRoIExtractor',
+            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+            out_channels=256, featmap_strides=[4, 8, 16, 32]),
+        bbox_head=dict(
+            type='Shared2FCBBoxHead', in_channels=256, fc_out_channels=1024, roi_feat_size=7,
+            num_classes=len(classes),
+            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0., 0., 0., 0.],
+                            target_stds=[0.1, 0.1, 0.2, 0.2]),
+            reg_class_agnostic=False,
+            loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+            loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+        mask_roi_extractor=dict(
+            type='SingleRoIExtractor',
+            roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
+            out_channels=256, featmap_strides=[4, 8, 16, 32]),
+        mask_head=dict(
+            type='FCNMaskHead', num_convs=4, in_channels=256, conv_out_channels=256,
+            num_classes=len(classes),
+            loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))),
+    train_cfg=dict(
+        rpn=dict(
+            assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.7, neg_iou_thr=0.3,
+                          min_pos_iou=0.3, match_low_quality=True, ignore_iof_thr=-1),
+            sampler=dict(type='RandomSampler', num=256, pos_fraction=0.5, neg_pos_ub=-1,
+                         add_gt_as_proposals=False),
+            allowed_border=-1, pos_weight=-1, debug=False),
+        rpn_proposal=dict(nms_pre=2000, max_per_img=1000,
+                          nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0),
+        rcnn=dict(
+            assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.5,
+                          min_pos_iou=0.5, match_low_quality=True, ignore_iof_thr=-1),
+            sampler=dict(type='RandomSampler', num=512, pos_fraction=0.25, neg_pos_ub=-1,
+                         add_gt_as_proposals=True),
+            mask_size=28, pos_weight=-1, debug=False)),
+    test_cfg=dict(
+        rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(type='nms', iou_threshold=0.7),
+                 min_bbox_size=0),
+        rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=200,
+                  mask_thr_binary=0.5)))
+
+# ----------------------------------------------------------------- data
+dataset_type = 'CocoDataset'
+data_root = 'coco/cells/'  # set by cellspot (the segment_coco output)
+metainfo = dict(classes=classes)
+
+train_pipeline = [
+    dict(type='LoadMicroscopyImage', num_channels=in_channels),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True, poly2mask=True),
+    # Flips and a transpose give all 8 rotations/reflections of the square (90-degree rotations).
+    dict(type='RandomFlip', prob=[0.25, 0.25, 0.25],
+         direction=['horizontal', 'vertical', 'diagonal']),
+    dict(type='RandomTranspose', prob=0.5),
+    dict(type='RandomIntensity', gain=(0.7, 1.4), offset=(-0.1, 0.1), gamma=(0.8, 1.25),
+         prob=0.8),
+    dict(type='RandomGaussianNoise', sigma=(0.0, 0.05), prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadMicroscopyImage', num_channels=in_channels),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True, poly2mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    batch_sampler=None,
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                 ann_file='train.json', data_prefix=dict(img=''),
+                 filter_cfg=dict(filter_empty_gt=False, min_size=0),
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                 ann_file='val.json', data_prefix=dict(img=''), test_mode=True,
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'val.json',
+                     metric=['bbox', 'segm'], format_only=False)
+test_evaluator = val_evaluator
+
+# ----------------------------------------------------------------- schedule
+max_iters = 20000
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=2000)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+# AdamW trains a from-scratch Mask R-CNN with small batches more robustly than SGD; cellspot
+# switches the wrapper to AmpOptimWrapper (mixed precision) on a GPU.
+optim_wrapper = dict(type='OptimWrapper',
+                     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=0.05),
+                     clip_grad=dict(max_norm=10.0, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=200),
+    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
+         milestones=[int(max_iters * 0.75), int(max_iters * 0.9)], gamma=0.1),
+]
+
+# ----------------------------------------------------------------- runtime
+default_scope = 'mmdet'
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=20),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000, max_keep_ckpts=2,
+                    save_last=True),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='DetVisualizationHook'))
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+               dist_cfg=dict(backend='nccl'))
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+visualizer = dict(type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(type='LogProcessor', window_size=20, by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0)

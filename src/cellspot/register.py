@@ -1,0 +1,265 @@
+"""Drift estimation and correction of ``tczyx`` movies.
+
+Drift is estimated on one channel by 3D sub-pixel phase correlation (scikit-image) between each
+timepoint and the last good one before it, and accumulated, so that every shift is relative to
+the first timepoint. A timepoint whose match is poor (normalised cross-correlation at the found
+shift below ``min_quality``, e.g. a frame with no signal) is *flagged*: it keeps the cumulative
+shift of the last good frame instead of a garbage estimate, and the next frame is matched against
+that last good frame.
+
+Sign convention (as :mod:`cellspot.simulate`): the table holds ``d(t)`` with
+``raw_t(p + d(t)) = raw_0(p)``, i.e. content seen at ``p`` in the first frame is at ``p + d`` at
+``t``; the corrected frame is ``raw_t`` resampled at ``p + d(t)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Literal, Sequence
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import scipy.fft
+import scipy.ndimage as ndi
+from pydantic import BaseModel, ConfigDict, Field
+
+from cellspot.omezarr import atomic_output
+
+log = logging.getLogger(__name__)
+
+DRIFT_COLUMNS = ["t", "dz", "dy", "dx", "quality", "flagged"]
+
+
+class RegistrationSettings(BaseModel):
+    """Drift estimation and correction settings (``preprocess.registration``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    channel: str = "nucleus"
+    upsample_factor: int = Field(20, ge=1)
+    downsample: tuple[int, int, int] = (1, 1, 1)
+    blur_sigma_px: float = Field(1.0, ge=0)
+    normalization: Literal["phase", "none"] = "phase"
+    window: float = Field(0.0, ge=0, le=1)
+    min_quality: float = Field(0.2, ge=-1, le=1)
+    order: int = Field(1, ge=0, le=5)
+
+
+# --------------------------------------------------------------------------- estimation
+
+
+def prepare_volume(volume: np.ndarray, fill_value: float = 0.0,
+                   downsample: Sequence[int] = (1, 1, 1), sigma: float = 1.0) -> np.ndarray:
+    """A 3D volume ready for matching: float32, non-finite -> ``fill_value``, binned, blurred."""
+    vol = np.asarray(volume, dtype=np.float32)
+    if vol.dtype.kind == "f":
+        vol = np.where(np.isfinite(vol), vol, np.float32(fill_value))
+    f = tuple(max(int(v), 1) for v in downsample)
+    if any(v > 1 for v in f):
+        crop = tuple(slice(0, (n // k) * k) for n, k in zip(vol.shape, f))
+        vol = vol[crop]
+        vol = vol.reshape(vol.shape[0] // f[0], f[0], vol.shape[1] // f[1], f[1],
+                          vol.shape[2] // f[2], f[2]).mean(axis=(1, 3, 5))
+    if sigma > 0:
+        vol = ndi.gaussian_filter(vol, sigma)
+    return vol - vol.mean(dtype=np.float64).astype(np.float32)
+
+
+def _tukey(shape: Sequence[int], alpha: float) -> np.ndarray:
+    from scipy.signal.windows import tukey
+
+    w = np.ones(shape, dtype=np.float32)
+    for ax, n in enumerate(shape):
+        s = [1] * len(shape)
+        s[ax] = n
+        w = w * tukey(n, alpha).astype(np.float32).reshape(s)
+    return w
+
+
+def overlap_ncc(ref: np.ndarray, mov: np.ndarray, shift: Sequence[float]) -> float:
+    """Pearson correlation of ``ref`` and ``mov`` over their overlap at the (rounded) ``shift``.
+
+    ``mov(p + shift) ~ ref(p)``. Returns 0 when either side is flat or the overlap is empty.
+    """
+    rs, ms = [], []
+    for n, d in zip(ref.shape, shift):
+        k = int(round(float(d)))
+        if abs(k) >= n:
+            return 0.0
+        rs.append(slice(0, n - k) if k >= 0 else slice(-k, n))
+        ms.append(slice(k, n) if k >= 0 else slice(0, n + k))
+    a = ref[tuple(rs)].astype(np.float64).ravel()
+    b = mov[tuple(ms)].astype(np.float64).ravel()
+    a -= a.mean()
+    b -= b.mean()
+    den = math.sqrt(float(a @ a) * float(b @ b))
+    return float(a @ b) / den if den > 0 else 0.0
+
+
+def register_pair(ref: np.ndarray, mov: np.ndarray, upsample_factor: int = 20,
+                  normalization: str = "phase", window: float = 0.0,
+                  ref_fft: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Displacement ``d`` of ``mov`` relative to ``ref`` (``mov(p + d) ~ ref(p)``) and its quality.
+
+    Both volumes come from :func:`prepare_volume`. Quality is :func:`overlap_ncc` at ``d``.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    w = _tukey(ref.shape, window) if window > 0 else None
+    if ref_fft is None:
+        ref_fft = scipy.fft.fftn(ref * w if w is not None else ref)
+    mov_fft = scipy.fft.fftn(mov * w if w is not None else mov)
+    shift, _, _ = phase_cross_correlation(
+        ref_fft, mov_fft, upsample_factor=upsample_factor, space="fourier",
+        normalization=None if normalization == "none" else "phase")
+    d = -np.asarray(shift, dtype=float)  # skimage returns the shift that moves mov onto ref
+    return d, overlap_ncc(ref, mov, d)
+
+
+def estimate_drift(movie, channel: int, settings: RegistrationSettings | None = None,
+                   fill_value: float = 0.0, threads: int = 1) -> pd.DataFrame:
+    """Cumulative drift of every timepoint relative to the first, one timepoint in memory at a time.
+
+    Parameters
+    ----------
+    movie : array-like (zarr or numpy)
+        ``(T, C, Z, Y, X)``.
+    channel : int
+        Index of the channel to register on.
+    settings : RegistrationSettings
+    fill_value : float
+        Value given to non-finite voxels.
+    threads : int
+        FFT workers.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``t, dz, dy, dx, quality, flagged`` (pixels of the full-resolution array).
+    """
+    s = settings or RegistrationSettings()
+    factor = np.array([max(int(v), 1) for v in s.downsample], dtype=float)
+    n_t = movie.shape[0]
+    cum = np.zeros((n_t, 3))
+    quality = np.ones(n_t)
+    flagged = np.zeros(n_t, dtype=bool)
+
+    def prep(t):
+        raw = np.asarray(movie[t, channel])
+        finite = raw[np.isfinite(raw)] if raw.dtype.kind == "f" else raw
+        signal = finite.size > 0 and finite.max() > finite.min()
+        return prepare_volume(raw, fill_value, s.downsample, s.blur_sigma_px), signal
+
+    with scipy.fft.set_workers(max(int(threads), 1)):
+        (ref, ref_ok), ref_t, ref_fft = prep(0), 0, None
+        if not ref_ok:
+            flagged[0], quality[0] = True, 0.0
+            log.warning("drift: t=0 has no signal on the registration channel; the first frame "
+                        "with signal becomes the reference")
+        for t in range(1, n_t):
+            mov, mov_ok = prep(t)
+            if not mov_ok:
+                flagged[t], quality[t], cum[t] = True, 0.0, cum[ref_t]
+                log.warning("drift: t=%d has no signal on the registration channel; flagged, "
+                            "keeps the shift of t=%d", t, ref_t)
+                continue
+            if not ref_ok:
+                # no usable reference yet: this frame starts the chain
+                ref, ref_ok, ref_t, ref_fft = mov, True, t, None
+                cum[t] = cum[t - 1]
+                continue
+            if ref_fft is None:
+                w = _tukey(ref.shape, s.window) if s.window > 0 else None
+                ref_fft = scipy.fft.fftn(ref * w if w is not None else ref)
+            d, q = register_pair(ref, mov, s.upsample_factor, s.normalization, s.window, ref_fft)
+            quality[t] = q
+            if q < s.min_quality:
+                flagged[t], cum[t] = True, cum[ref_t]
+                log.warning("drift: t=%d matches t=%d poorly (quality %.3f < %.3f); flagged, "
+                            "keeps the shift of t=%d", t, ref_t, q, s.min_quality, ref_t)
+                continue
+            cum[t] = cum[ref_t] + d * factor
+            ref, ref_t, ref_fft = mov, t, None
+    df = pd.DataFrame({"t": np.arange(n_t), "dz": cum[:, 0], "dy": cum[:, 1], "dx": cum[:, 2],
+                       "quality": quality, "flagged": flagged})
+    log.info("drift: max |d| (z, y, x) = %s px, %d flagged frame(s)",
+             np.round(np.abs(cum).max(axis=0), 2).tolist(), int(flagged.sum()))
+    return df
+
+
+# --------------------------------------------------------------------------- correction
+
+
+def shift_volume(volume: np.ndarray, drift: Sequence[float], order: int = 1) -> np.ndarray:
+    """Resample a 3D volume at ``p + drift`` (undoes that drift); outside the field -> 0."""
+    return ndi.shift(np.asarray(volume, dtype=np.float32), -np.asarray(drift, dtype=float),
+                     order=order, mode="constant", cval=0.0, prefilter=order > 1)
+
+
+def _shift_margin(order: int) -> int:
+    # spline prefiltering (order > 1) is global but decays as 0.268**n: 12 voxels < 1e-6
+    return 1 if order <= 1 else 12
+
+
+def _shift_block(block: np.ndarray, shifts: np.ndarray, order: int, block_info=None) -> np.ndarray:
+    t0, t1 = block_info[0]["array-location"][0]
+    out = np.empty(block.shape, dtype=np.float32)
+    for i, t in enumerate(range(t0, t1)):
+        out[i] = shift_volume(block[i], shifts[t], order)
+    return out
+
+
+def shift_dask(arr: da.Array, shifts: np.ndarray, order: int = 1) -> da.Array:
+    """Undo per-timepoint drift of a ``(T, Z, Y, X)`` dask array, chunk by chunk.
+
+    The halo of each chunk covers the largest shift plus the interpolation support, so the
+    result equals :func:`shift_volume` on whole volumes.
+    """
+    shifts = np.asarray(shifts, dtype=float)
+    depth = {0: 0}
+    for ax in range(3):
+        need = int(math.ceil(np.abs(shifts[:, ax]).max())) + _shift_margin(order)
+        depth[ax + 1] = need if arr.numblocks[ax + 1] > 1 else 0
+    return arr.map_overlap(_shift_block, depth=depth, boundary="none", dtype=np.float32,
+                           shifts=shifts, order=order)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_drift_csv(drift: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write the drift table atomically."""
+    with atomic_output(path) as tmp:
+        drift[DRIFT_COLUMNS].to_csv(tmp, index=False, float_format="%.4f")
+
+
+def plot_drift(drift: pd.DataFrame, path: str | os.PathLike, title: str = "drift") -> None:
+    """Cumulative drift per axis and match quality over time, flagged frames marked (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 5), sharex=True,
+                                   gridspec_kw={"height_ratios": [2, 1]})
+    for col, color in zip(("dz", "dy", "dx"), ("tab:blue", "tab:orange", "tab:green")):
+        ax1.plot(drift["t"], drift[col], marker=".", color=color, label=col)
+    bad = drift[drift["flagged"].astype(bool)]
+    for t in bad["t"]:
+        ax1.axvline(t, color="red", alpha=0.3, lw=3)
+        ax2.axvline(t, color="red", alpha=0.3, lw=3)
+    ax1.set_ylabel("cumulative drift (px)")
+    ax1.legend(loc="best", fontsize="small")
+    ax1.set_title(title + (f" ({len(bad)} flagged frame(s) in red)" if len(bad) else ""))
+    ax2.plot(drift["t"], drift["quality"], marker=".", color="k")
+    ax2.set_ylabel("match quality")
+    ax2.set_xlabel("timepoint")
+    ax2.set_ylim(min(0.0, float(drift["quality"].min())), 1.05)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

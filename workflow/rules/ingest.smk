@@ -1,0 +1,28 @@
+# Stage 1: each batch's movie (TIFF/OME-TIFF) -> chunked OME-Zarr, streaming.
+
+
+rule ingest:
+    input:
+        movie=batch_movie,
+    output:
+        zarr=directory("results/{batch}/raw.ome.zarr"),
+    params:
+        batch=batch_info,
+        z_block=config["ingest"]["z_block"],
+        chunk_mb=config["ingest"]["chunk_mb"],
+        code=code_fingerprint("ingest", "tiffio", "omezarr"),
+    log:
+        "results/{batch}/logs/ingest.log",
+    benchmark:
+        "results/{batch}/benchmarks/ingest.tsv"
+    threads: 1
+    resources:
+        mem_mb=config["ingest"]["mem_mb"],
+        runtime=60,
+    conda:
+        "../../envs/ingest.yaml"
+    script:
+        "../scripts/ingest_run.py"
+
+
+TARGETS.append("results/{batch}/raw.ome.zarr")
