@@ -39,7 +39,8 @@ CELL_TRACK_COLUMNS = [
 ]
 RNA_TRACK_COLUMNS = [
     "track_id", "cell_id", "compartment", "t_start", "t_end", "n_timepoints", "msd_lag1_um2",
-    "diffusion_um2_s", "msd_exponent", "mean_speed_um_s", "mean_distance_to_nucleus_um",
+    "diffusion_um2_s", "msd_exponent", "diffusion_in_cell_um2_s", "mean_speed_um_s",
+    "mean_distance_to_nucleus_um",
 ]
 
 
@@ -194,12 +195,16 @@ def cell_track_table(cell_tracks: pd.DataFrame, voxel_size: Sequence[float], dt:
 
 def rna_track_table(spot_tracks: pd.DataFrame, spots: pd.DataFrame,
                     voxel_size: Sequence[float], dt: float, msd_max_lag: int = 10,
-                    fit_lags: int = 4, min_length: int = 3) -> pd.DataFrame:
+                    fit_lags: int = 4, min_length: int = 3,
+                    cells: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per RNA track of at least ``min_length`` points: MSD, D and nucleus distance.
 
     The diffusion coefficient comes from the slope of the MSD over the first ``fit_lags``
-    lags with a free intercept (localisation error). The distance to the nucleus is looked
-    up in the spots table by ``(t, label)``.
+    lags with a free intercept (localisation error). RNA is carried along by its moving cell,
+    which dominates the MSD in the lab frame; given the ``cells`` table (``t, label, z, y, x``),
+    ``diffusion_in_cell_um2_s`` is the same fit on positions relative to the centroid of the
+    RNA's cell, i.e. the RNA's own motion. The distance to the nucleus is looked up in the
+    spots table by ``(t, label)``.
     """
     if len(spot_tracks) == 0:
         return _empty(RNA_TRACK_COLUMNS)
@@ -215,6 +220,13 @@ def rna_track_table(spot_tracks: pd.DataFrame, spots: pd.DataFrame,
                               on=["t", "label"], how="left")
             else:
                 st[c] = fill
+    if cells is not None and len(cells):
+        centroids = cells[["t", "label", "z", "y", "x"]].rename(
+            columns={"label": "cell_id", "z": "cz", "y": "cy", "x": "cx"})
+        st = st.merge(centroids.drop_duplicates(["t", "cell_id"]), on=["t", "cell_id"],
+                      how="left")
+    else:
+        st = st.assign(cz=np.nan, cy=np.nan, cx=np.nan)
     rows = []
     for tid, tr in st.groupby("track_id"):
         if len(tr) < min_length:
@@ -223,6 +235,12 @@ def rna_track_table(spot_tracks: pd.DataFrame, spots: pd.DataFrame,
         t = tr["t"].to_numpy(int)
         pos = to_um(tr, voxel_size)
         lags, msd_v, _ = stats.msd(t, pos, msd_max_lag)
+        rel = pos - tr[["cz", "cy", "cx"]].to_numpy(float) * np.asarray(voxel_size, float)
+        ok = np.isfinite(rel).all(axis=1)
+        d_cell = np.nan
+        if ok.sum() >= 2:
+            lags_c, msd_c, _ = stats.msd(t[ok], rel[ok], msd_max_lag)
+            d_cell = stats.diffusion_coefficient(lags_c, msd_c, dt, fit_lags=fit_lags)
         rows.append({
             "track_id": int(tid),
             "cell_id": int(tr["cell_id"].mode().iloc[0]) if tr["cell_id"].notna().any() else 0,
@@ -232,6 +250,7 @@ def rna_track_table(spot_tracks: pd.DataFrame, spots: pd.DataFrame,
             "msd_lag1_um2": float(msd_v[0]) if len(lags) and lags[0] == 1 else np.nan,
             "diffusion_um2_s": stats.diffusion_coefficient(lags, msd_v, dt, fit_lags=fit_lags),
             "msd_exponent": stats.msd_exponent(lags, msd_v),
+            "diffusion_in_cell_um2_s": d_cell,
             "mean_speed_um_s": float(np.nanmean(stats.step_speeds(t, pos, dt))),
             "mean_distance_to_nucleus_um": float(tr["distance_to_nucleus_um"].mean()),
         })
@@ -276,6 +295,8 @@ def batch_summary(batch: str, cell_timepoints: pd.DataFrame, cell_tracks: pd.Dat
         "n_rna_tracks": int(len(rna_tracks)),
         "median_rna_diffusion_um2_s": median(rna_tracks.get("diffusion_um2_s",
                                                             pd.Series(dtype=float))),
+        "median_rna_diffusion_in_cell_um2_s": median(rna_tracks.get(
+            "diffusion_in_cell_um2_s", pd.Series(dtype=float))),
         "max_drift_px": (float(np.sqrt((drift[["dz", "dy", "dx"]] ** 2).sum(axis=1)).max())
                          if drift is not None and len(drift) else np.nan),
         "n_drift_flagged": (int(drift["flagged"].astype(bool).sum())

@@ -1,0 +1,320 @@
+"""The report of one batch: read the stage tables, compute statistics, draw, write.
+
+``make_report`` is what the Snakemake rule calls; :func:`summarise_batches` joins the
+per-batch summaries of a nightly run into one table.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from cellspot import omezarr
+from cellspot.report import coloc as coloc_mod
+from cellspot.report import html, plots, tables
+
+log = logging.getLogger(__name__)
+
+ROLES = ("nucleus", "cytoplasm", "rna")
+TABLES = ("cell_stats", "cell_track_stats", "rna_track_stats", "batch_summary")
+# name -> (title, caption, Snakemake report category)
+FIGURES = {
+    "qc": ("QC: max projections", "Maximum projections of the preprocessed image at chosen "
+           "timepoints with cell and nucleus outlines and cell tracks up to that time.", "QC"),
+    "drift": ("Drift", "Estimated sample drift per axis; flagged timepoints in red.", "QC"),
+    "lineage": ("Lineage tree", "Each bar is a cell track over its lifetime; brackets join a "
+                "dividing cell to its daughters.", "Cells"),
+    "trajectories": ("Trajectories", "Left: cell centroid trajectories in the xy plane. Right: "
+                     "RNA trajectories translated to a common start.", "Motion"),
+    "speeds": ("Cell speed and persistence", "Speed of each cell between consecutive "
+               "timepoints and the persistence of each track.", "Motion"),
+    "rna_counts": ("RNA per cell", "RNA molecules per cell and timepoint, by compartment, and "
+                   "against cell volume.", "RNA"),
+    "colocalisation": ("RNA localisation vs random placement", "Observed mean distance of RNA "
+                       "to the nucleus surface and nuclear fraction, against the distribution "
+                       "under uniform random placement inside the same cells.", "RNA"),
+    "rna_motion": ("RNA motion", "Diffusion coefficients of RNA tracks from the slope of the "
+                   "mean squared displacement (MSD = 6 D t), in the lab frame and relative to "
+                   "the RNA's cell.", "RNA"),
+}
+
+
+class ReportConfig(BaseModel):
+    """Settings of the report stage (config key ``report:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    qc_timepoints: list[int] | None = Field(
+        None, description="timepoints of the QC images (negative counts from the end); "
+        "default: n_qc_timepoints evenly spaced")
+    n_qc_timepoints: int = Field(3, ge=1, le=12)
+    coloc_timepoints: int = Field(10, ge=1, description="most timepoints used by the "
+                                  "colocalisation permutation test (evenly spaced)")
+    n_permutations: int = Field(1000, ge=10)
+    seed: int = 0
+    msd_max_lag: int = Field(10, ge=1, description="largest MSD lag, in timepoints")
+    diffusion_fit_lags: int = Field(4, ge=1, description="MSD lags fitted for D")
+    min_rna_track_length: int = Field(3, ge=2)
+    max_rna_tracks_plotted: int = Field(200, ge=0)
+    max_qc_size: int = Field(1024, ge=64, description="QC images are downsampled to at most "
+                             "this many pixels per side")
+    dpi: int = Field(100, ge=30, le=600)
+
+
+@dataclass
+class ReportInputs:
+    """Paths of everything the report reads."""
+
+    cells: Path
+    nuclei: Path
+    spots: Path
+    cell_tracks: Path
+    spot_tracks: Path
+    cell_labels: Path
+    nucleus_labels: Path
+    image: Path
+    drift: Path | None = None
+
+    @classmethod
+    def from_batch_dir(cls, d: str | os.PathLike) -> "ReportInputs":
+        d = Path(d)
+        t = d / "tables"
+        return cls(t / "cells.parquet", t / "nuclei.parquet", t / "spots.parquet",
+                   t / "cell_tracks.parquet", t / "spot_tracks.parquet",
+                   d / "labels" / "cells.zarr", d / "labels" / "nuclei.zarr",
+                   d / "preprocessed.ome.zarr", d / "drift.csv")
+
+
+@dataclass
+class ReportOutputs:
+    """Where the report writes: the page, tables (parquet + CSV) and figures (PNG)."""
+
+    html: Path
+    tables_dir: Path
+    figures_dir: Path
+
+    @classmethod
+    def from_batch_dir(cls, d: str | os.PathLike) -> "ReportOutputs":
+        d = Path(d)
+        return cls(d / "report" / "report.html", d / "tables", d / "report" / "figures")
+
+    def table(self, name: str, ext: str) -> Path:
+        return self.tables_dir / f"{name}.{ext}"
+
+    def figure(self, name: str) -> Path:
+        return self.figures_dir / f"{name}.png"
+
+    def all_paths(self) -> list[Path]:
+        return ([self.html] + [self.table(n, e) for n in TABLES for e in ("parquet", "csv")]
+                + [self.figure(n) for n in FIGURES])
+
+
+@dataclass
+class ReportResult:
+    tables: dict[str, pd.DataFrame]
+    coloc: coloc_mod.Colocalisation | None
+    notes: list[str]
+    figures: list[html.FigureItem] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_table(path: Path, kind: str) -> pd.DataFrame:
+    """Read a stage table (parquet or CSV) and check its columns; errors name the file."""
+    path = Path(path)
+    if not path.exists():
+        raise tables.ReportInputError(f"{path}: {kind} table not found")
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as exc:
+        raise tables.ReportInputError(f"{path}: cannot read the {kind} table ({exc})") from exc
+    if len(df) or len(df.columns):  # an empty table written without a schema has no columns
+        tables.check_columns(df, kind, str(path))
+    else:
+        df = pd.DataFrame({c: pd.Series(dtype=float) for c in tables.REQUIRED[kind]})
+    return df
+
+
+def channel_indices(meta: omezarr.ImageMeta, channels: Mapping[str, str] | None) -> dict[str, int]:
+    """Channel index of each role, from the ``channels:`` config (role -> channel name)."""
+    channels = dict(channels or {})
+    out = {}
+    for i, role in enumerate(ROLES):
+        name = channels.get(role, role)
+        if name in meta.channel_names:
+            out[role] = meta.channel_names.index(name)
+        elif not channels and i < len(meta.channel_names):
+            out[role] = i  # unnamed channels: nucleus, cytoplasm, RNA in order
+        else:
+            log.warning("channel %r for %s not in %s: not shown", name, role, meta.channel_names)
+    return out
+
+
+# --------------------------------------------------------------------------- computing
+
+
+def _qc_timepoints(cfg: ReportConfig, n_t: int) -> list[int]:
+    if cfg.qc_timepoints:
+        return sorted({t % n_t for t in cfg.qc_timepoints if -n_t <= t < n_t})
+    return coloc_mod.choose_timepoints(n_t, cfg.n_qc_timepoints)
+
+
+def qc_panels(image, cell_labels, nucleus_labels, roles: dict[str, int],
+              cell_tracks: pd.DataFrame, timepoints: Sequence[int], max_size: int) -> list[dict]:
+    """Data of the QC figure: composite max projection, outlines, tracks per timepoint."""
+    step = max(1, math.ceil(max(image.shape[-2:]) / max_size))
+    panels = []
+    for t in timepoints:
+        planes = {r: plots.max_projection(image, t, c)[::step, ::step] for r, c in roles.items()}
+        rgb = plots.composite(planes) if planes else np.zeros((*image.shape[-2:], 3))[::step, ::step]
+        cl = plots.max_projection(cell_labels, t)[::step, ::step]
+        nl = plots.max_projection(nucleus_labels, t)[::step, ::step]
+        tr = cell_tracks[cell_tracks["t"] <= t][["track_id", "t", "y", "x"]].copy()
+        tr[["y", "x"]] = tr[["y", "x"]] / step
+        panels.append({"t": int(t), "rgb": rgb, "cell_outline": plots.outlines(cl),
+                       "nucleus_outline": plots.outlines(nl), "tracks": tr, "step": step})
+    return panels
+
+
+def _notes(cells, spots, drift) -> list[str]:
+    notes = []
+    if len(cells) == 0:
+        notes.append("No cells were found in this batch: there are no per-cell statistics, "
+                     "tracks or lineage.")
+    if len(spots) == 0:
+        notes.append("No RNA spots were found in this batch: RNA counts are zero and there "
+                     "is no RNA localisation or motion analysis.")
+    elif len(cells) and (spots["cell_id"] > 0).sum() == 0:
+        notes.append(f"None of the {len(spots)} RNA spots lies inside a cell.")
+    if drift is not None and "flagged" in drift and drift["flagged"].astype(bool).any():
+        bad = drift.loc[drift["flagged"].astype(bool), "t"].astype(int).tolist()
+        notes.append(f"Drift estimation flagged {len(bad)} timepoint(s) as unreliable: {bad}.")
+    return notes
+
+
+def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
+            channels: Mapping[str, str] | None = None, batch: str = "batch") -> ReportResult:
+    """All tables, the colocalisation test and the figures of one batch (nothing written)."""
+    cfg = cfg or ReportConfig()
+    meta = omezarr.read_meta(inputs.image)
+    image = omezarr.open_array(inputs.image)
+    cell_labels = omezarr.open_array(inputs.cell_labels)
+    nucleus_labels = omezarr.open_array(inputs.nucleus_labels)
+    n_t = int(image.shape[0])
+    vs, dt = meta.voxel_size, meta.time_interval
+
+    cells = read_table(inputs.cells, "cells")
+    nuclei = read_table(inputs.nuclei, "nuclei")
+    spots = read_table(inputs.spots, "spots")
+    cell_tracks = read_table(inputs.cell_tracks, "cell_tracks")
+    spot_tracks = read_table(inputs.spot_tracks, "spot_tracks")
+    drift = None
+    if inputs.drift is not None and Path(inputs.drift).exists():
+        drift = pd.read_csv(inputs.drift)
+    notes = _notes(cells, spots, drift)
+
+    ctp = tables.cell_timepoint_table(cells, nuclei, spots, cell_tracks, vs, dt)
+    ctr = tables.cell_track_table(cell_tracks, vs, dt, ctp, cfg.msd_max_lag)
+    rtr = tables.rna_track_table(spot_tracks, spots, vs, dt, cfg.msd_max_lag,
+                                 cfg.diffusion_fit_lags, cfg.min_rna_track_length, cells)
+    coloc = None
+    if len(cells) and len(spots):
+        coloc = coloc_mod.colocalisation(
+            spots, cell_labels, nucleus_labels, vs,
+            coloc_mod.choose_timepoints(n_t, cfg.coloc_timepoints), cfg.n_permutations,
+            cfg.seed)
+    summary = tables.batch_summary(batch, ctp, ctr, rtr, spots, n_t,
+                                   coloc.as_dict() if coloc else None, drift, notes)
+    result = ReportResult({"cell_stats": ctp, "cell_track_stats": ctr,
+                           "rna_track_stats": rtr, "batch_summary": summary}, coloc, notes)
+
+    roles = channel_indices(meta, channels)
+    panels = qc_panels(image, cell_labels, nucleus_labels, roles, cell_tracks,
+                       _qc_timepoints(cfg, n_t), cfg.max_qc_size)
+    step = panels[0]["step"] if panels else 1
+    figs = {
+        "qc": plots.qc_figure(panels, vs[2] * step),
+        "drift": plots.drift_figure(drift, vs),
+        "lineage": plots.lineage_figure(ctr, dt),
+        "trajectories": plots.trajectories_figure(cell_tracks, spot_tracks, vs,
+                                                  cfg.max_rna_tracks_plotted),
+        "speeds": plots.speed_figure(ctp, ctr),
+        "rna_counts": plots.rna_count_figure(ctp),
+        "colocalisation": plots.colocalisation_figure(coloc),
+        "rna_motion": plots.rna_motion_figure(rtr),
+    }
+    for name, fig in figs.items():
+        title, caption, _ = FIGURES[name]
+        result.figures.append(html.FigureItem(name, title, caption, plots.to_png(fig, cfg.dpi)))
+    return result
+
+
+def per_timepoint(ctp: pd.DataFrame) -> pd.DataFrame:
+    """Cells, mean RNA and mean speed per timepoint (the overview table of the page)."""
+    if len(ctp) == 0:
+        return ctp
+    return ctp.groupby("t").agg(
+        cells=("label", "size"), mean_volume_um3=("volume_um3", "mean"),
+        mean_rna=("rna_total", "mean"), mean_rna_nuclear=("rna_nuclear", "mean"),
+        mean_speed_um_min=("speed_um_s", lambda s: s.mean() * 60)).reset_index()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_table(df: pd.DataFrame, parquet: Path, csv: Path) -> None:
+    """Write one table as parquet and CSV, each atomically."""
+    with omezarr.atomic_output(parquet) as tmp:
+        df.to_parquet(tmp, index=False)
+    with omezarr.atomic_output(csv) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def make_report(inputs: ReportInputs, outputs: ReportOutputs, cfg: ReportConfig | None = None,
+                channels: Mapping[str, str] | None = None, batch: str = "batch") -> ReportResult:
+    """Compute and write the report of one batch: tables, figures and the HTML page."""
+    cfg = cfg or ReportConfig()
+    result = compute(inputs, cfg, channels, batch)
+    for name, df in result.tables.items():
+        write_table(df, outputs.table(name, "parquet"), outputs.table(name, "csv"))
+    for fig in result.figures:
+        with omezarr.atomic_output(outputs.figure(fig.name)) as tmp:
+            Path(tmp).write_bytes(fig.png)
+    meta = omezarr.read_meta(inputs.image)
+    summary = result.tables["batch_summary"].iloc[0].drop("notes").to_dict()
+    info = {"batch": batch, "voxel size (z, y, x) µm": ", ".join(f"{v:g}" for v in meta.voxel_size),
+            "time step (s)": meta.time_interval}
+    page = html.render(
+        f"cellspot report: {batch}", result.notes, summary, result.figures,
+        [("Per timepoint", per_timepoint(result.tables["cell_stats"])),
+         ("Cell tracks", result.tables["cell_track_stats"]),
+         ("RNA tracks (longest first)", result.tables["rna_track_stats"]
+          .sort_values("n_timepoints", ascending=False, kind="stable"))],
+        info)
+    html.write(outputs.html, page)
+    return result
+
+
+def summarise_batches(summaries: Sequence[str | os.PathLike], parquet: str | os.PathLike,
+                      csv: str | os.PathLike) -> pd.DataFrame:
+    """One table across batches (one row each) from their ``batch_summary.parquet`` files."""
+    frames = [read_any(p) for p in summaries]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"batch": []})
+    write_table(df, Path(parquet), Path(csv))
+    return df
+
+
+def read_any(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise tables.ReportInputError(f"{path}: batch summary not found")
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
