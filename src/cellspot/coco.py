@@ -18,7 +18,10 @@ them as instances.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,8 @@ import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 
 from cellspot.omezarr import atomic_output
+
+log = logging.getLogger(__name__)
 
 
 class CocoError(ValueError):
@@ -309,7 +314,8 @@ def load_coco(path: str | os.PathLike) -> COCO:
             raise CocoError(f"{path}: not a COCO instances file (no {key!r} list)")
     coco = COCO()
     coco.dataset = doc
-    coco.createIndex()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
     return coco
 
 
@@ -376,3 +382,173 @@ def import_coco(path: str | os.PathLike, out_dir: str | os.PathLike,
             yield Slice(arr, labels, f"img{im['id']}", f"img{im['id']:06d}")
 
     return write_coco(gen(), [c["name"] for c in cats], out_dir, val_fraction, seed)
+
+
+# --------------------------------------------------------------------------- training data
+
+
+def read_volume(path: str | os.PathLike, channel: str | int | None = None) -> np.ndarray:
+    """Read an image or label volume: OME-Zarr (TCZYX or TZYX), Zarr, TIFF, PNG or ``.npy``.
+
+    Returns the array as stored, with ``channel`` (name or index) taken out of an OME-Zarr
+    image (axis 1 of TCZYX). Plain files are returned as read (the caller checks the shape).
+    """
+    from cellspot.omezarr import open_array, read_meta
+
+    path = Path(path)
+    if not path.exists():
+        raise CocoError(f"{path}: no such file")
+    name = path.name.lower()
+    if path.is_dir():
+        try:
+            arr = open_array(path)
+        except Exception:
+            import zarr
+
+            arr = zarr.open_array(str(path), mode="r")
+        if channel is not None and arr.ndim == 5:
+            return np.asarray(arr[:, read_meta(path).channel_index(channel)])
+        return np.asarray(arr)
+    if name.endswith((".tif", ".tiff")):
+        import tifffile
+
+        return tifffile.imread(path)
+    if name.endswith(".npy"):
+        return np.load(path)
+    from skimage.io import imread
+
+    return np.asarray(imread(path))
+
+
+def _as_tczyx(arr: np.ndarray, what: str) -> np.ndarray:
+    """(Y,X) / (Z,Y,X) / (T,Z,Y,X) / (T,C,Z,Y,X) -> 5D (one channel added where missing)."""
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        return arr[None, None, None]
+    if arr.ndim == 3:
+        return arr[None, None]
+    if arr.ndim == 4:
+        return arr[:, None]
+    if arr.ndim == 5:
+        return arr
+    raise CocoError(f"{what}: cannot read a {arr.ndim}D array as an image")
+
+
+def _as_tzyx(arr: np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if 2 <= arr.ndim <= 4:
+        return arr.reshape((1,) * (4 - arr.ndim) + arr.shape)
+    raise CocoError(f"{what}: labels must be 2D-4D (T, Z, Y, X), got {arr.ndim}D")
+
+
+def _image_slices(paths: Sequence[str], channel, max_slices: int) -> list[np.ndarray]:
+    """2D slices of one channel from image files (evenly spaced up to ``max_slices``)."""
+    out = []
+    for p in paths:
+        arr = read_volume(p, channel)
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4) and Path(p).suffix.lower() == ".png":
+            arr = arr[..., 0]  # an RGB(A) PNG of a grey image
+        vol = _as_tczyx(arr, str(p))
+        out += [vol[t, 0, z] for t in range(vol.shape[0]) for z in range(vol.shape[2])]
+    if not out:
+        raise CocoError("no images given for annotation-free spot training data")
+    if len(out) > max_slices:
+        out = [out[i] for i in np.linspace(0, len(out) - 1, max_slices).round().astype(int)]
+    return out
+
+
+def build_training_coco(model: str, settings: Mapping, out_dir: str | os.PathLike,
+                        channels: Sequence[str | int]) -> dict[str, Path]:
+    """COCO training set for ``model`` from the source named in ``settings["source"]``.
+
+    Sources:
+
+    - ``simulation``: a synthetic movie (``settings["simulation"]``: SimulationConfig fields,
+      ``settings["seed"]``) and its exact ground truth;
+    - ``labels``: a user's image (``image``, TCZYX OME-Zarr or TIFF) and label volumes
+      (``labels: {category: path}``, TZYX) or, for spots, a table ``spots_csv`` (t, z, y, x);
+    - ``coco``: an existing COCO JSON (``coco``) with its images;
+    - ``psf_synthetic`` (spots): spots rendered with the PSF measured on the user's own images
+      (``images``), placed into their spot-free background: no annotation needed;
+    - ``pseudo_labels`` (spots): the LoG detector's spots on the user's images as labels.
+
+    Common keys: ``val_fraction``, ``seed``, ``z_step``, ``keep_empty``, ``spot_radius``.
+    """
+    source = settings.get("source", "simulation")
+    common = dict(val_fraction=float(settings.get("val_fraction", 0.2)),
+                  seed=int(settings.get("seed", 0)))
+    vol_kw = dict(z_step=int(settings.get("z_step", 1)),
+                  keep_empty=float(settings.get("keep_empty", 0.1)), **common)
+    radius = float(settings.get("spot_radius", 2.0))
+    if model == "spots" and source in ("psf_synthetic", "pseudo_labels"):
+        from cellspot import spots_classic
+
+        slices = _image_slices(settings.get("images") or [], settings.get("channel"),
+                               int(settings.get("max_slices", 64)))
+        sigma = settings.get("sigma")
+
+        def gen():
+            if source == "pseudo_labels":
+                s = sigma or spots_classic.estimate_psf_sigma(slices)[0]
+                for k, img in enumerate(slices):
+                    det = spots_classic.detect_spots_log(img, s)
+                    lab = spot_masks(det[["y", "x"]].to_numpy(), img.shape, radius)
+                    yield Slice(normalize_volume(img)[..., None], {"spot": lab},
+                                f"img{k:04d}", f"img{k:04d}")
+            else:
+                for k, (img, pos, s) in enumerate(spots_classic.synthetic_spot_slices(
+                        slices, sigma=sigma, n_copies=int(settings.get("n_copies", 4)),
+                        seed=common["seed"])):
+                    lab = spot_masks(pos, img.shape, max(radius, 1.5 * s))
+                    # group = source image, so that renderings of one image share a split
+                    yield Slice(normalize_volume(img)[..., None], {"spot": lab},
+                                f"src{k // int(settings.get('n_copies', 4)):04d}",
+                                f"syn{k:05d}")
+
+        return write_coco(gen(), ["spot"], out_dir, **common)
+    if source == "simulation":
+        from cellspot.simulate import SimulationConfig, simulate_movie
+
+        movie = simulate_movie(SimulationConfig(**dict(settings.get("simulation") or {})),
+                               seed=int(settings.get("seed", 0)))
+        log.info("simulated a training movie %s", movie.image.shape)
+        return coco_from_simulation(movie, model, out_dir, channels, spot_radius=radius,
+                                    **vol_kw)
+    if source == "coco":
+        return import_coco(settings["coco"], out_dir, **common)
+    if source == "labels":
+        ipath = Path(settings["image"])
+        image = _as_tczyx(read_volume(ipath), str(ipath))
+        if (ipath / ".zattrs").is_file() and image.ndim == 5:  # OME-Zarr: channels by name
+            from cellspot.omezarr import read_meta
+
+            idx = [read_meta(ipath).channel_index(c) for c in channels]
+        else:  # a TIFF: the given indices, or the first channels in order
+            idx = list(settings.get("channel_indices") or range(len(channels)))
+        if max(idx) >= image.shape[1]:
+            raise CocoError(f"{ipath}: {image.shape[1]} channels, the model takes "
+                            f"{len(channels)} (channel_indices {idx})")
+        image = image[:, idx]
+        labels = {}
+        for cat, p in (settings.get("labels") or {}).items():
+            labels[cat] = _as_tzyx(read_volume(p), p)
+        if model == "spots" and settings.get("spots_csv"):
+            import pandas as pd
+
+            tab = pd.read_csv(settings["spots_csv"])
+            missing = {"z", "y", "x"} - set(tab.columns)
+            if missing:
+                raise CocoError(f"{settings['spots_csv']}: columns {sorted(missing)} missing")
+            if "t" not in tab:
+                tab["t"] = 0
+            labels["spot"] = np.stack([
+                spots_to_label_volume(tab[tab["t"] == t], image.shape[2:], radius)
+                for t in range(image.shape[0])])
+        if not labels:
+            raise CocoError("source 'labels' needs 'labels' (category: path) or 'spots_csv'")
+        for cat, lab in labels.items():
+            if lab.shape != image.shape[:1] + image.shape[2:]:
+                raise CocoError(f"labels {cat!r} have shape {lab.shape}, the image "
+                                f"{image.shape[:1] + image.shape[2:]}")
+        return coco_from_volumes(image, labels, out_dir, list(labels), **vol_kw)
+    raise CocoError(f"unknown training data source {source!r} for model {model!r}")

@@ -33,7 +33,7 @@ _RESNET_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512],
                     152: [256, 512, 1024, 2048]}
 
 
-class SegmentError(RuntimeError):
+class SegmentError(ValueError):
     """A model, checkpoint or configuration problem of the segmentation stage."""
 
 
@@ -272,6 +272,7 @@ class LoadMicroscopyImage(BaseTransform):
         results["img"] = np.ascontiguousarray(img)
         results["img_shape"] = img.shape[:2]
         results["ori_shape"] = img.shape[:2]
+        results.setdefault("scale_factor", (1.0, 1.0))  # predict(rescale=True) needs it
         return results
 
 

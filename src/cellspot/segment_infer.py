@@ -1,0 +1,446 @@
+"""Mask R-CNN inference on the z-slices of a movie, and the per-block segmentation store.
+
+A job loads the model once (:class:`Segmenter`) and runs every z-slice of its block of timepoints
+in batches, on the GPU when there is one, else on the CPU. Slices larger than ``tile_size`` are
+cut into overlapping tiles; an instance belongs to the tile whose core (the tile up to the middle
+of its overlaps) holds its box centre, so objects cut by a tile edge are taken from the tile
+that sees them whole (when the overlap exceeds the object size).
+
+Store layout (``results/{batch}/segment/{model}/t{start:04d}-{stop:04d}.zarr``, a Zarr v2 group)::
+
+    nucleus, cell   (T_block, Z, Y, X) int32   model "cells": per-slice instance ids
+    semantic        (T_block, Z, Y, X) uint8   model "cells": 0 background, 1 cytoplasm, 2 nucleus
+    spots           (T_block, Z, Y, X) int32   model "spots": per-slice instance ids
+    instances.parquet                          one row per instance (see below)
+    .zattrs: model, classes, arrays, t_start, t_stop, channels, checkpoint, score_threshold
+
+Instance ids are unique within a slice (1 = highest score; 0 background); where masks overlap
+the higher score wins. ``instances.parquet`` columns: ``t`` (timepoint of the movie, not of the
+block), ``z``, ``class``, ``instance`` (its id in that slice and class array), ``score``,
+``y0, x0, y1, x1`` (bbox, end exclusive), ``area`` (pixels), ``y, x`` (intensity-weighted
+centroid on the input image, sub-pixel). Read it back with :func:`read_segmentation`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import zarr
+from scipy import ndimage
+
+from cellspot.omezarr import OmeZarrError, _compressor, atomic_output, open_array, read_meta
+
+log = logging.getLogger(__name__)
+
+# Zarr array of each class.
+ARRAY_NAMES = {"nucleus": "nucleus", "cell": "cell", "spot": "spots"}
+TABLE_COLUMNS = ["t", "z", "class", "instance", "score", "y0", "x0", "y1", "x1", "area",
+                 "y", "x"]
+TABLE_NAME = "instances.parquet"
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` px covering ``n`` px with at least ``overlap`` px
+    shared between neighbours (one tile when ``n <= tile``)."""
+    if n <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    starts = list(range(0, n - tile, step)) + [n - tile]
+    return sorted(set(starts))
+
+
+def tile_cores(starts: Sequence[int], tile: int, n: int) -> list[tuple[int, int]]:
+    """The core ``[lo, hi)`` of each tile: up to the middle of its overlap with a neighbour."""
+    ends = [min(s + tile, n) for s in starts]
+    bounds = [0] + [(starts[i + 1] + ends[i]) // 2 for i in range(len(starts) - 1)] + [n]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]
+
+
+@dataclass
+class Instance:
+    """One predicted instance: class index, score and its mask within a box of the slice."""
+
+    label: int
+    score: float
+    y0: int
+    x0: int
+    mask: np.ndarray  # bool, shape of its box
+
+
+def paint_instances(instances: Sequence[Instance], shape: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Label image of instances, the higher score on top; ids 1.. in order of decreasing score.
+
+    Returns
+    -------
+    labels : (Y, X) int32
+    scores : float array, ``scores[i]`` of id ``i + 1``; ids left without a pixel (hidden by
+        better instances) are removed and the ids made consecutive.
+    """
+    order = sorted(range(len(instances)), key=lambda i: -instances[i].score)
+    labels = np.zeros(shape, np.int32)
+    # Paint from the lowest score up so that higher scores overwrite.
+    for rank in range(len(order) - 1, -1, -1):
+        inst = instances[order[rank]]
+        h, w = inst.mask.shape
+        view = labels[inst.y0:inst.y0 + h, inst.x0:inst.x0 + w]
+        view[inst.mask[:view.shape[0], :view.shape[1]]] = rank + 1
+    scores = np.array([instances[i].score for i in order], float)
+    present = np.bincount(labels.ravel(), minlength=len(order) + 1)[1:] > 0
+    if not present.all():
+        remap = np.zeros(len(order) + 1, np.int32)
+        remap[1:][present] = np.arange(1, present.sum() + 1, dtype=np.int32)
+        labels = remap[labels]
+        scores = scores[present]
+    return labels, scores
+
+
+def instance_table(labels: np.ndarray, image: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """Per-instance bbox, area and intensity-weighted sub-pixel centroid of a label slice.
+
+    The weights are the image minus its minimum within each mask (a local background), so the
+    centroid follows the intensity peak rather than the mask outline; a mask without contrast
+    falls back to its geometric centroid.
+    """
+    n = len(scores)
+    cols = {c: np.zeros(0) for c in ("instance", "score", "y0", "x0", "y1", "x1", "area",
+                                     "y", "x")}
+    if n == 0:
+        return pd.DataFrame(cols)
+    idx = np.arange(1, n + 1)
+    img = np.asarray(image, np.float64)
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    boxes = ndimage.find_objects(labels, max_label=n)
+    mins = np.asarray(ndimage.minimum(img, labels, idx))
+    w = np.where(labels > 0, img - np.concatenate([[0.0], mins])[labels], 0.0)
+    yy, xx = np.mgrid[:labels.shape[0], :labels.shape[1]]
+    sw = np.asarray(ndimage.sum(w, labels, idx))
+    sy = np.asarray(ndimage.sum(w * yy, labels, idx))
+    sx = np.asarray(ndimage.sum(w * xx, labels, idx))
+    gy = np.asarray(ndimage.sum(yy, labels, idx)) / np.maximum(area, 1)
+    gx = np.asarray(ndimage.sum(xx, labels, idx)) / np.maximum(area, 1)
+    ok = sw > 1e-12
+    y = np.where(ok, sy / np.where(ok, sw, 1), gy)
+    x = np.where(ok, sx / np.where(ok, sw, 1), gx)
+    return pd.DataFrame({
+        "instance": idx, "score": scores,
+        "y0": [b[0].start for b in boxes], "x0": [b[1].start for b in boxes],
+        "y1": [b[0].stop for b in boxes], "x1": [b[1].stop for b in boxes],
+        "area": area, "y": y, "x": x,
+    })
+
+
+def semantic_from_instances(nucleus: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Semantic map 0 background / 1 cytoplasm / 2 nucleus from instance label images."""
+    sem = np.zeros(np.shape(nucleus), np.uint8)
+    sem[np.asarray(cell) > 0] = 1
+    sem[np.asarray(nucleus) > 0] = 2
+    return sem
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class Segmenter:
+    """A Mask R-CNN model loaded once, applied to batches of 2D slices.
+
+    Parameters
+    ----------
+    config : path-like
+        The resolved MMDetection config (``models/<model>/config.py``); ``None`` takes the config
+        stored in the checkpoint.
+    checkpoint : path-like
+        The trained weights.
+    device : str, optional
+        ``"cuda"``, ``"cpu"``...; default the GPU when there is one.
+    batch_size : int
+        Slices (tiles) per forward pass.
+    tile_size, tile_overlap : int
+        Slices larger than ``tile_size`` (px, either axis) are tiled with this overlap.
+    score_threshold : float
+        Instances below this score are dropped.
+    weight_channel : int, optional
+        Channel of the input used to weight centroids (default: the mean of the channels).
+    """
+
+    def __init__(self, config, checkpoint, device: str | None = None, batch_size: int = 4,
+                 tile_size: int = 1024, tile_overlap: int = 64, score_threshold: float = 0.5,
+                 weight_channel: int | None = None):
+        import torch
+        from mmengine.dataset import Compose
+
+        from cellspot.segment_models import inference_pipeline
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.cfg = load_model(config, checkpoint, self.device)
+        self.classes = tuple(self.cfg.get("classes") or
+                             self.cfg.train_dataloader.dataset.metainfo["classes"])
+        self.in_channels = int(self.cfg.model.backbone.get("in_channels", 3))
+        self.pipeline = Compose(inference_pipeline(self.cfg))
+        self.batch_size = max(1, int(batch_size))
+        self.tile_size, self.tile_overlap = int(tile_size), int(tile_overlap)
+        if self.tile_overlap >= self.tile_size:
+            raise ValueError("tile_overlap must be smaller than tile_size")
+        self.score_threshold = float(score_threshold)
+        self.weight_channel = weight_channel
+        self.checkpoint = str(checkpoint)
+
+    # -- forward passes
+    def _forward(self, tiles: list[np.ndarray]) -> list:
+        import torch
+        from mmengine.dataset import pseudo_collate
+
+        out = []
+        for i in range(0, len(tiles), self.batch_size):
+            batch = [self.pipeline({"img": t, "img_id": i + k, "img_path": ""})
+                     for k, t in enumerate(tiles[i:i + self.batch_size])]
+            with torch.no_grad():
+                res = self.model.test_step(pseudo_collate(batch))
+            for r in res:
+                p = r.pred_instances
+                keep = p.scores >= self.score_threshold
+                out.append((p.labels[keep].cpu().numpy(), p.scores[keep].cpu().numpy(),
+                            p.bboxes[keep].cpu().numpy(), p.masks[keep].cpu().numpy()))
+        return out
+
+    def predict_instances(self, images: np.ndarray) -> list[list[Instance]]:
+        """Instances of each ``(H, W, C)`` slice of ``images`` (N, H, W, C), tiling big ones."""
+        images = np.asarray(images, np.float32)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.shape[-1] != self.in_channels:
+            raise ValueError(f"the model takes {self.in_channels} channels, the images have "
+                             f"{images.shape[-1]}")
+        n, h, w = images.shape[:3]
+        ys = tile_starts(h, self.tile_size, self.tile_overlap)
+        xs = tile_starts(w, self.tile_size, self.tile_overlap)
+        ycore, xcore = tile_cores(ys, self.tile_size, h), tile_cores(xs, self.tile_size, w)
+        t = self.tile_size
+        tiles, where = [], []
+        for s in range(n):
+            for iy, y0 in enumerate(ys):
+                for ix, x0 in enumerate(xs):
+                    tiles.append(images[s, y0:y0 + t, x0:x0 + t])
+                    where.append((s, y0, x0, ycore[iy], xcore[ix]))
+        results: list[list[Instance]] = [[] for _ in range(n)]
+        single = len(ys) == len(xs) == 1
+        for (s, ty, tx, (cy0, cy1), (cx0, cx1)), (labels, scores, boxes, masks) in zip(
+                where, self._forward(tiles)):
+            for lab, sc, box, m in zip(labels, scores, boxes, masks):
+                by0, bx0 = int(np.floor(max(box[1], 0))), int(np.floor(max(box[0], 0)))
+                by1 = int(np.ceil(min(box[3], m.shape[0])))
+                bx1 = int(np.ceil(min(box[2], m.shape[1])))
+                # The mask may reach a pixel beyond the box: use the mask's own extent.
+                rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+                if len(rows) == 0:
+                    continue
+                by0, by1 = min(by0, rows[0]), max(by1, rows[-1] + 1)
+                bx0, bx1 = min(bx0, cols[0]), max(bx1, cols[-1] + 1)
+                if not single:
+                    cy, cx = ty + (box[1] + box[3]) / 2, tx + (box[0] + box[2]) / 2
+                    if not (cy0 <= cy < cy1 and cx0 <= cx < cx1):
+                        continue
+                results[s].append(Instance(int(lab), float(sc), ty + by0, tx + bx0,
+                                           np.ascontiguousarray(m[by0:by1, bx0:bx1])))
+        return results
+
+    def segment_slices(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], list[pd.DataFrame]]:
+        """Label stacks per class and one instance table per slice.
+
+        Returns
+        -------
+        labels : dict class name -> (N, H, W) int32
+        tables : list of DataFrames (columns ``class`` plus those of :func:`instance_table`)
+        """
+        images = np.asarray(images, np.float32)
+        if images.ndim == 3:
+            images = images[..., None]
+        n, h, w = images.shape[:3]
+        stacks = {c: np.zeros((n, h, w), np.int32) for c in self.classes}
+        tables = []
+        for s, insts in enumerate(self.predict_instances(images)):
+            weight = (images[s].mean(-1) if self.weight_channel is None
+                      else images[s][..., self.weight_channel])
+            rows = []
+            for k, c in enumerate(self.classes):
+                lab, scores = paint_instances([i for i in insts if i.label == k], (h, w))
+                stacks[c][s] = lab
+                tab = instance_table(lab, weight, scores)
+                tab.insert(0, "class", c)
+                rows.append(tab)
+            tables.append(pd.concat(rows, ignore_index=True))
+        return stacks, tables
+
+
+def load_model(config, checkpoint, device: str = "cpu"):
+    """Build the model of ``config`` and load ``checkpoint`` strictly, with clear errors.
+
+    Returns ``(model, cfg)``.
+    """
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    from cellspot.segment_models import SegmentError, _load_local_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise SegmentError(
+            f"checkpoint {checkpoint} not found: train the model first (rule segment_train) "
+            "or set segment.<model>.checkpoint in config.yaml to an existing checkpoint")
+    try:
+        ckpt = _load_local_checkpoint(str(checkpoint), map_location="cpu")
+    except Exception as exc:
+        raise SegmentError(f"{checkpoint}: not a readable PyTorch checkpoint ({exc})") from exc
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise SegmentError(f"{checkpoint}: holds no model weights (state_dict)")
+    if config is None:
+        text = (ckpt.get("meta") or {}).get("cfg")
+        if not text:
+            raise SegmentError(f"{checkpoint}: no config given and none stored in the checkpoint")
+        cfg = Config.fromstring(text, ".py")
+    else:
+        if not Path(config).is_file():
+            raise SegmentError(f"model config {config} not found")
+        cfg = Config.fromfile(str(config))
+    register_all_modules(init_default_scope=True)
+    model = MODELS.build(cfg.model)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if shape:
+            parts.append(f"{len(shape)} weights of another shape (e.g. {shape[0]})")
+        if missing:
+            parts.append(f"{len(missing)} weights missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
+        raise SegmentError(
+            f"{checkpoint} does not fit the model of {config or 'its stored config'}: "
+            + "; ".join(parts) + ". Was it trained with another config (model, depth, classes)?")
+    model.load_state_dict(state, strict=True)
+    classes = (ckpt.get("meta") or {}).get("dataset_meta", {}).get("classes")
+    if classes is not None:
+        cfg.classes = tuple(classes)
+    return model.to(device).eval(), cfg
+
+
+# --------------------------------------------------------------------------- movies
+
+
+def _create(group: zarr.Group, name: str, shape, dtype) -> zarr.Array:
+    return group.create_array(name, shape=tuple(int(s) for s in shape),
+                              chunks=(1, 1) + tuple(int(s) for s in shape[2:]), dtype=dtype,
+                              compressors=_compressor(), fill_value=0,
+                              chunk_key_encoding={"name": "v2", "separator": "/"})
+
+
+def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
+                  segmenter: Segmenter, model: str, channels: Sequence[str | int],
+                  t_start: int, t_stop: int, z_batch: int = 16) -> Path:
+    """Segment timepoints ``[t_start, t_stop)`` of an OME-Zarr movie into one block store.
+
+    Parameters
+    ----------
+    image_path : path-like
+        ``preprocessed.ome.zarr`` (TCZYX float32).
+    model : {"cells", "spots"}
+    channels : sequence of channel names or indices
+        The model's input channels, in order.
+    z_batch : int
+        z-slices read and segmented together (memory bound: one slice is Y*X*C floats).
+    """
+    arr = open_array(image_path)
+    meta = read_meta(image_path)
+    cidx = [meta.channel_index(c) for c in channels]
+    if len(cidx) != segmenter.in_channels:
+        raise OmeZarrError(f"model {model!r} takes {segmenter.in_channels} channels but "
+                           f"{len(cidx)} are configured: {list(channels)}")
+    T, _, Z, Y, X = arr.shape
+    if not 0 <= t_start < t_stop <= T:
+        raise OmeZarrError(f"{image_path}: timepoints {t_start}-{t_stop} outside 0-{T}")
+    nt = t_stop - t_start
+    out_path = Path(out_path)
+    with atomic_output(out_path) as tmp:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        names = [ARRAY_NAMES.get(c, c) for c in segmenter.classes]
+        outs = {c: _create(group, ARRAY_NAMES.get(c, c), (nt, Z, Y, X), "int32")
+                for c in segmenter.classes}
+        sem = None
+        if model == "cells":
+            sem = _create(group, "semantic", (nt, Z, Y, X), "uint8")
+            names.append("semantic")
+        tables = []
+        for t in range(t_start, t_stop):
+            for z0 in range(0, Z, z_batch):
+                z1 = min(Z, z0 + z_batch)
+                vol = np.stack([np.asarray(arr[t, c, z0:z1]) for c in cidx], -1)
+                stacks, tabs = segmenter.segment_slices(vol.astype(np.float32))
+                for c, st in stacks.items():
+                    outs[c][t - t_start, z0:z1] = st
+                if sem is not None:
+                    sem[t - t_start, z0:z1] = semantic_from_instances(
+                        stacks["nucleus"], stacks["cell"])
+                for k, tab in enumerate(tabs):
+                    tab.insert(0, "z", z0 + k)
+                    tab.insert(0, "t", t)
+                    tables.append(tab)
+            log.info("t=%d: %d instances", t, sum(len(x) for x in tables if len(x) and
+                                                   x["t"].iloc[0] == t))
+        table = (pd.concat(tables, ignore_index=True) if tables else
+                 pd.DataFrame({c: [] for c in TABLE_COLUMNS}))
+        table = table[TABLE_COLUMNS].astype({"t": "int32", "z": "int32", "instance": "int32",
+                                             "y0": "int32", "x0": "int32", "y1": "int32",
+                                             "x1": "int32", "area": "int64", "score": "float32",
+                                             "y": "float64", "x": "float64"})
+        table.to_parquet(tmp / TABLE_NAME, index=False)
+        group.attrs.update({"model": model, "classes": list(segmenter.classes),
+                            "arrays": names, "t_start": int(t_start), "t_stop": int(t_stop),
+                            "channels": [str(c) for c in channels],
+                            "checkpoint": segmenter.checkpoint,
+                            "score_threshold": segmenter.score_threshold})
+    return out_path
+
+
+@dataclass
+class Segmentation:
+    """A block store opened by :func:`read_segmentation`.
+
+    ``arrays`` maps names (``nucleus``, ``cell``, ``semantic`` or ``spots``) to lazy zarr arrays
+    ``(T_block, Z, Y, X)``; index them with ``t - t_start``. ``table`` has absolute ``t``.
+    """
+
+    arrays: dict
+    table: pd.DataFrame
+    t_start: int
+    t_stop: int
+    attrs: dict
+
+
+def read_segmentation(path: str | os.PathLike) -> Segmentation:
+    """Open a block store written by :func:`segment_block`."""
+    path = Path(path)
+    if not (path / ".zgroup").is_file():
+        raise OmeZarrError(f"{path}: not a segmentation store (no Zarr group)")
+    group = zarr.open_group(str(path), mode="r")
+    attrs = group.attrs.asdict()
+    if "arrays" not in attrs:
+        raise OmeZarrError(f"{path}: not a cellspot segmentation store (no 'arrays' attribute)")
+    table_path = path / TABLE_NAME
+    if not table_path.is_file():
+        raise OmeZarrError(f"{path}: {TABLE_NAME} is missing")
+    return Segmentation({n: group[n] for n in attrs["arrays"]}, pd.read_parquet(table_path),
+                        int(attrs["t_start"]), int(attrs["t_stop"]), attrs)

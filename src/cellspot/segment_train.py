@@ -1,0 +1,183 @@
+"""Training a Mask R-CNN model (cells or spots) with MMEngine's Runner, on GPU or CPU.
+
+Layout of a model folder (``models/<model>/``)::
+
+    checkpoint.pth   the trained weights (an MMEngine checkpoint; ``meta.cfg`` holds the config)
+    config.py        the resolved MMDetection config (what inference builds the model from)
+    loss.png         loss curves (and validation mAP when there is a validation set)
+    tensorboard/     TensorBoard event files, one folder per (resumed) run
+    work/            MMEngine's work dir: iteration checkpoints, logs, scalars.json
+
+A killed job resumes from ``work/last_checkpoint`` (iteration, optimiser and scheduler state)
+when it is run again with the same ``work/``; the work dir is not a declared Snakemake output,
+so Snakemake leaves it in place for the next attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+from cellspot.omezarr import atomic_output, write_text_atomic
+from cellspot.segment_models import (SegmentError, default_config_path, load_model_config,
+                                     set_data_root, set_schedule)
+
+log = logging.getLogger(__name__)
+
+
+def _has_images(ann_file: Path) -> bool:
+    return ann_file.is_file() and bool(json.loads(ann_file.read_text()).get("images"))
+
+
+def build_train_config(model: str, coco_dir: str | os.PathLike, work_dir: str | os.PathLike,
+                       config_path: str | os.PathLike | None = None,
+                       overrides: Mapping | None = None, depth: int | None = None,
+                       max_iters: int = 20000, batch_size: int | None = None,
+                       lr: float | None = None, checkpoint_interval: int | None = None,
+                       val_interval: int | None = None, log_interval: int | None = None,
+                       load_from: str | os.PathLike | None = None, amp: bool = True,
+                       num_workers: int | None = None, seed: int = 0, device: str | None = None):
+    """The resolved training config (an :class:`mmengine.Config`)."""
+    import torch
+
+    coco_dir = Path(coco_dir)
+    if not _has_images(coco_dir / "train.json"):
+        raise SegmentError(f"{coco_dir / 'train.json'}: missing or without images")
+    cfg = load_model_config(config_path or default_config_path(model), overrides, depth)
+    with_val = _has_images(coco_dir / "val.json") and (val_interval is None or val_interval > 0)
+    set_data_root(cfg, coco_dir, with_val=with_val)
+    set_schedule(cfg, max_iters, checkpoint_interval=checkpoint_interval,
+                 val_interval=val_interval if with_val else None, log_interval=log_interval,
+                 batch_size=batch_size, lr=lr, num_workers=num_workers)
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if use_cuda and amp:  # mixed precision on the GPU; CPU autocast gains nothing for Mask R-CNN
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    if device is not None:
+        cfg.device = device
+    cfg.work_dir = str(Path(work_dir).resolve())
+    cfg.randomness = dict(seed=int(seed))
+    last = Path(cfg.work_dir) / "last_checkpoint"
+    if last.is_file():
+        # Resume from the newest checkpoint of this work dir (MMEngine finds it when load_from
+        # is None); a pretrained load_from would otherwise be *resumed* from instead.
+        cfg.resume, cfg.load_from = True, None
+    else:
+        cfg.resume = False
+        if load_from:
+            if not Path(load_from).is_file():
+                raise SegmentError(f"pretrained checkpoint {load_from}: no such file")
+            cfg.load_from = str(load_from)
+    return cfg
+
+
+def _scalars(work_dir: Path) -> tuple[list[dict], list[Path]]:
+    """Training scalars of every run in ``work_dir`` (a resumed run overrides earlier iters)."""
+    rows: dict[tuple, dict] = {}
+    event_dirs = []
+    for f in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        event_dirs.append(f.parent)
+        for line in f.read_text().splitlines():
+            if line.strip():
+                d = json.loads(line)
+                key = ("train" if "loss" in d else "val", d.get("iter", d.get("step")))
+                rows[key] = d
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1] or 0))], event_dirs
+
+
+def plot_losses(scalars: list[dict], path: str | os.PathLike) -> None:
+    """PNG of the loss terms against the iteration (log scale), plus validation mAP."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [d for d in scalars if "loss" in d]
+    val = [d for d in scalars if any(k.endswith("segm_mAP") for k in d)]
+    fig, axes = plt.subplots(1, 2 if val else 1, figsize=(11 if val else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    keys = sorted({k for d in train for k in d if k.startswith("loss")})
+    for k in keys:
+        pts = [(d["iter"], d[k]) for d in train if k in d and d[k] > 0]
+        if pts:
+            x, y = zip(*pts)
+            ax.plot(x, y, label=k, lw=2 if k == "loss" else 1)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7)
+    ax.set_title("training losses")
+    if val:
+        ax = axes[0, 1]
+        for k in sorted({k for d in val for k in d if k.endswith("_mAP")}):
+            x = [d.get("step", d.get("iter")) for d in val if k in d]
+            ax.plot(x, [d[k] for d in val if k in d], "o-", label=k)
+        ax.set_xlabel("iteration")
+        ax.set_title("validation (COCO mAP)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def train_model(model: str, coco_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                threads: int | None = None, **kwargs) -> dict[str, Path]:
+    """Train (or resume training) and write checkpoint, config, loss PNG and TensorBoard logs.
+
+    Parameters
+    ----------
+    model : {"cells", "spots"}
+    coco_dir : path-like
+        Folder with ``train.json``/``val.json``/``images`` (:mod:`cellspot.coco`).
+    out_dir : path-like
+        The model folder (``models/<model>``).
+    threads : int, optional
+        CPU threads for torch (the rule's ``threads``).
+    **kwargs
+        Passed to :func:`build_train_config`.
+
+    Returns
+    -------
+    dict of output paths: ``checkpoint``, ``config``, ``loss_png``, ``tensorboard``.
+    """
+    import torch
+    from mmdet.utils import register_all_modules
+    from mmengine.runner import Runner
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    register_all_modules(init_default_scope=True)
+    out_dir = Path(out_dir)
+    work_dir = out_dir / "work"
+    cfg = build_train_config(model, coco_dir, work_dir, **kwargs)
+    log.info("training %s for %d iterations in %s (resume=%s, load_from=%s, %s)", model,
+             cfg.train_cfg.max_iters, work_dir, cfg.resume, cfg.load_from,
+             cfg.optim_wrapper.type)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+    last = work_dir / "last_checkpoint"
+    if not last.is_file():
+        raise SegmentError(f"{work_dir}: training ended without a checkpoint")
+    ckpt = Path(last.read_text().strip())
+    paths = {"checkpoint": out_dir / "checkpoint.pth", "config": out_dir / "config.py",
+             "loss_png": out_dir / "loss.png", "tensorboard": out_dir / "tensorboard"}
+    with atomic_output(paths["checkpoint"]) as tmp:
+        shutil.copyfile(ckpt, tmp)
+    # Inference config: the resolved training config (data paths are irrelevant there).
+    write_text_atomic(paths["config"], cfg.pretty_text)
+    scalars, event_dirs = _scalars(work_dir)
+    plot_losses(scalars, paths["loss_png"])
+    with atomic_output(paths["tensorboard"]) as tmp:
+        tmp.mkdir()
+        for d in event_dirs:
+            run = tmp / d.parent.name
+            run.mkdir()
+            for f in d.glob("events.out.tfevents.*"):
+                shutil.copyfile(f, run / f.name)
+    return paths
