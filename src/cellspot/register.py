@@ -44,7 +44,8 @@ class RegistrationSettings(BaseModel):
     downsample: tuple[int, int, int] = (1, 1, 1)
     blur_sigma_px: float = Field(1.0, ge=0)
     normalization: Literal["phase", "none"] = "phase"
-    window: float = Field(0.0, ge=0, le=1)
+    window: float = Field(0.25, ge=0, le=1)
+    refine: bool = True
     min_quality: float = Field(0.2, ge=-1, le=1)
     order: int = Field(1, ge=0, le=5)
 
@@ -66,7 +67,7 @@ def prepare_volume(volume: np.ndarray, fill_value: float = 0.0,
                           vol.shape[2] // f[2], f[2]).mean(axis=(1, 3, 5))
     if sigma > 0:
         vol = ndi.gaussian_filter(vol, sigma)
-    return vol - vol.mean(dtype=np.float64).astype(np.float32)
+    return vol - np.float32(np.median(vol))
 
 
 def _tukey(shape: Sequence[int], alpha: float) -> np.ndarray:
@@ -100,23 +101,95 @@ def overlap_ncc(ref: np.ndarray, mov: np.ndarray, shift: Sequence[float]) -> flo
     return float(a @ b) / den if den > 0 else 0.0
 
 
+def refine_shift(ref: np.ndarray, mov: np.ndarray, start: Sequence[float],
+                 max_steps: int = 8) -> tuple[np.ndarray, float]:
+    """Sub-pixel maximum of :func:`overlap_ncc` near ``start``, and the correlation there.
+
+    Climbs to the best integer shift (face neighbours), then fits a parabola through it and
+    its two neighbours on each axis. Correlating only the overlap avoids the wrap-around bias
+    of FFT correlation, which is large when content enters and leaves a thin z-stack.
+    """
+    cache: dict[tuple, float] = {}
+
+    def ncc(k: tuple) -> float:
+        if k not in cache:
+            cache[k] = overlap_ncc(ref, mov, k)
+        return cache[k]
+
+    axes = [ax for ax in range(ref.ndim) if ref.shape[ax] > 2]
+    k = tuple(int(round(float(v))) for v in start)
+    for _ in range(max_steps):
+        best, best_c = k, ncc(k)
+        for ax in axes:
+            for step in (-1, 1):
+                n = list(k)
+                n[ax] += step
+                c = ncc(tuple(n))
+                if c > best_c:
+                    best, best_c = tuple(n), c
+        if best == k:
+            break
+        k = best
+    c0 = ncc(k)
+    out = np.array(k, dtype=float)
+    for ax in axes:
+        lo, hi = list(k), list(k)
+        lo[ax] -= 1
+        hi[ax] += 1
+        cm, cp = ncc(tuple(lo)), ncc(tuple(hi))
+        curv = cm - 2.0 * c0 + cp
+        if curv < 0:
+            out[ax] += float(np.clip(0.5 * (cm - cp) / curv, -0.5, 0.5))
+    return out, c0
+
+
+def _gaussian_transfer(shape: Sequence[int], sigma: float) -> np.ndarray:
+    """Fourier transform of a unit-sum Gaussian of width ``sigma`` px (fftn frequency layout)."""
+    g = np.ones([1] * len(shape), dtype=np.float32)
+    for ax, n in enumerate(shape):
+        f = scipy.fft.fftfreq(n)
+        s = [1] * len(shape)
+        s[ax] = n
+        g = g * np.exp(-2.0 * (np.pi * sigma * f) ** 2).astype(np.float32).reshape(s)
+    return g
+
+
+def volume_fft(volume: np.ndarray, window: float = 0.0) -> np.ndarray:
+    """FFT of a prepared volume, tapered by a Tukey window (fraction ``window``) if > 0."""
+    if window > 0:
+        volume = volume * _tukey(volume.shape, window)
+    return scipy.fft.fftn(volume)
+
+
 def register_pair(ref: np.ndarray, mov: np.ndarray, upsample_factor: int = 20,
-                  normalization: str = "phase", window: float = 0.0,
-                  ref_fft: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+                  normalization: str = "phase", window: float = 0.25, sigma: float = 1.0,
+                  ref_fft: np.ndarray | None = None, refine: bool = True
+                  ) -> tuple[np.ndarray, float]:
     """Displacement ``d`` of ``mov`` relative to ``ref`` (``mov(p + d) ~ ref(p)``) and its quality.
 
-    Both volumes come from :func:`prepare_volume`. Quality is :func:`overlap_ncc` at ``d``.
+    Both volumes come from :func:`prepare_volume` (blurred by ``sigma``). With ``"phase"`` the
+    cross-power spectrum is whitened and then weighted by the squared Gaussian transfer function
+    of ``sigma``: plain phase correlation lets noise at high frequencies, where the blurred
+    signal is gone, swamp the peak. The peak is refined to ``1/upsample_factor`` px by
+    scikit-image's upsampled DFT. With ``refine``, the result is then polished by
+    :func:`refine_shift`. Quality is :func:`overlap_ncc` at ``d``.
     """
     from skimage.registration import phase_cross_correlation
 
-    w = _tukey(ref.shape, window) if window > 0 else None
     if ref_fft is None:
-        ref_fft = scipy.fft.fftn(ref * w if w is not None else ref)
-    mov_fft = scipy.fft.fftn(mov * w if w is not None else mov)
+        ref_fft = volume_fft(ref, window)
+    product = ref_fft * np.conj(volume_fft(mov, window))
+    if normalization == "phase":
+        product /= np.maximum(np.abs(product), np.finfo(np.float32).tiny)
+        if sigma > 0:
+            product *= _gaussian_transfer(ref.shape, sigma) ** 2
+    # skimage multiplies its two spectra (the second conjugated): hand it the product and ones
     shift, _, _ = phase_cross_correlation(
-        ref_fft, mov_fft, upsample_factor=upsample_factor, space="fourier",
-        normalization=None if normalization == "none" else "phase")
+        product, np.ones_like(product), upsample_factor=upsample_factor, space="fourier",
+        normalization=None)
     d = -np.asarray(shift, dtype=float)  # skimage returns the shift that moves mov onto ref
+    if refine:
+        return refine_shift(ref, mov, d)
     return d, overlap_ncc(ref, mov, d)
 
 
@@ -173,9 +246,9 @@ def estimate_drift(movie, channel: int, settings: RegistrationSettings | None = 
                 cum[t] = cum[t - 1]
                 continue
             if ref_fft is None:
-                w = _tukey(ref.shape, s.window) if s.window > 0 else None
-                ref_fft = scipy.fft.fftn(ref * w if w is not None else ref)
-            d, q = register_pair(ref, mov, s.upsample_factor, s.normalization, s.window, ref_fft)
+                ref_fft = volume_fft(ref, s.window)
+            d, q = register_pair(ref, mov, s.upsample_factor, s.normalization, s.window,
+                                 s.blur_sigma_px, ref_fft, s.refine)
             quality[t] = q
             if q < s.min_quality:
                 flagged[t], cum[t] = True, cum[ref_t]
