@@ -1,0 +1,128 @@
+# Stage: Mask R-CNN segmentation (MMDetection) of cells/nuclei and RNA spots on 2D slices.
+#
+#   segment_coco   training annotations -> COCO dataset          {models}/{model}/coco/
+#   segment_train  COCO -> trained model (GPU job, CPU fallback) {models}/{model}/checkpoint.pth ...
+#   segment_infer  one block of timepoints of a batch -> per-slice instances
+#                  results/{batch}/segment/{model}/t{start}-{stop}.zarr (+ instances.parquet inside)
+#
+# With `segment.models.<model>.checkpoint` set, that checkpoint is used and nothing is trained.
+# Needs from common.smk: timepoint_blocks(batch) -> [(start, stop), ...] (stop exclusive, blocks of
+# config["segment"]["timepoints_per_job"] timepoints covering the movie).
+
+SEG = config["segment"]
+SEG_MODELS_DIR = SEG["models_dir"]
+
+
+def _seg(model):
+    return SEG["models"][model]
+
+
+def segment_checkpoint(model):
+    """The checkpoint inference uses: the user's, or the one segment_train writes."""
+    return _seg(model)["checkpoint"] or f"{SEG_MODELS_DIR}/{model}/checkpoint.pth"
+
+
+def segment_infer_config(model):
+    """Inference config: the trained model's resolved config, the user's, or none (the copy
+    stored inside the checkpoint is used)."""
+    if not _seg(model)["checkpoint"]:
+        return [f"{SEG_MODELS_DIR}/{model}/config.py"]
+    return [_seg(model)["checkpoint_config"]] if _seg(model)["checkpoint_config"] else []
+
+
+def segment_channels(model):
+    """Channel names of the model's input, from the roles in `channels:`."""
+    return [config["channels"].get(role, role) for role in _seg(model)["channels"]]
+
+
+def segment_outputs(batch, model):
+    """All block stores of a batch (what merge takes as input)."""
+    return [f"results/{batch}/segment/{model}/t{a:04d}-{b:04d}.zarr"
+            for a, b in timepoint_blocks(batch)]
+
+
+rule segment_coco:
+    output:
+        coco=directory(f"{SEG_MODELS_DIR}/{{model}}/coco"),
+    params:
+        settings=lambda w: _seg(w.model)["training_data"],
+        channels=lambda w: segment_channels(w.model),
+        code=code_fingerprint("coco", "spots_classic", "simulate"),
+    log:
+        f"{SEG_MODELS_DIR}/logs/segment_coco_{{model}}.log",
+    benchmark:
+        f"{SEG_MODELS_DIR}/benchmarks/segment_coco_{{model}}.tsv"
+    wildcard_constraints:
+        model="cells|spots",
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/segment.yaml"
+    script:
+        "../scripts/segment_coco.py"
+
+
+rule segment_train:
+    input:
+        coco=f"{SEG_MODELS_DIR}/{{model}}/coco",
+        config=lambda w: _seg(w.model)["config"],
+    output:
+        checkpoint=f"{SEG_MODELS_DIR}/{{model}}/checkpoint.pth",
+        config=f"{SEG_MODELS_DIR}/{{model}}/config.py",
+        loss_png=f"{SEG_MODELS_DIR}/{{model}}/loss.png",
+        tensorboard=directory(f"{SEG_MODELS_DIR}/{{model}}/tensorboard"),
+    params:
+        model=lambda w: w.model,
+        depth=lambda w: _seg(w.model)["depth"],
+        overrides=lambda w: _seg(w.model)["overrides"],
+        pretrained=lambda w: _seg(w.model)["pretrained"],
+        train=lambda w: _seg(w.model)["train"],
+        code=code_fingerprint("segment_models", "segment_train"),
+    log:
+        f"{SEG_MODELS_DIR}/logs/segment_train_{{model}}.log",
+    benchmark:
+        f"{SEG_MODELS_DIR}/benchmarks/segment_train_{{model}}.tsv"
+    wildcard_constraints:
+        model="cells|spots",
+    threads: lambda w: _seg(w.model)["train"]["threads"]
+    resources:
+        gpu=lambda w: _seg(w.model)["train"]["gpu"],
+        mem_mb=lambda w: _seg(w.model)["train"]["mem_mb"],
+        runtime=lambda w: _seg(w.model)["train"]["runtime"],
+    conda:
+        "../../envs/segment.yaml"
+    script:
+        "../scripts/segment_train.py"
+
+
+rule segment_infer:
+    input:
+        image="results/{batch}/preprocessed.ome.zarr",
+        checkpoint=lambda w: segment_checkpoint(w.model),
+        config=lambda w: segment_infer_config(w.model),
+    output:
+        zarr=directory("results/{batch}/segment/{model}/t{start}-{stop}.zarr"),
+    params:
+        model=lambda w: w.model,
+        channels=lambda w: segment_channels(w.model),
+        infer=lambda w: _seg(w.model)["infer"],
+        code=code_fingerprint("segment_models", "segment_infer"),
+    log:
+        "results/{batch}/logs/segment_infer_{model}_t{start}-{stop}.log",
+    benchmark:
+        "results/{batch}/benchmarks/segment_infer_{model}_t{start}-{stop}.tsv"
+    wildcard_constraints:
+        model="cells|spots",
+        start=r"\d{4}",
+        stop=r"\d{4}",
+    threads: lambda w: _seg(w.model)["infer"]["threads"]
+    resources:
+        gpu=lambda w: _seg(w.model)["infer"]["gpu"],
+        mem_mb=lambda w: _seg(w.model)["infer"]["mem_mb"],
+        runtime=lambda w: _seg(w.model)["infer"]["runtime"],
+    conda:
+        "../../envs/segment.yaml"
+    script:
+        "../scripts/segment_infer.py"

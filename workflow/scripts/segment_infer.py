@@ -1,0 +1,28 @@
+"""Snakemake adapter for rule ``segment_infer``: one block of timepoints -> per-slice instances.
+
+The model is loaded once; all z-slices of the block run in batches (GPU if present, else CPU).
+"""
+
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: F821 - the workflow's own package
+
+from cellspot.smk import run_step  # noqa: E402
+
+
+def main(smk):
+    import torch
+
+    from cellspot.segment_infer import Segmenter, segment_block
+
+    p = dict(smk.params.infer)
+    torch.set_num_threads(max(1, smk.threads))
+    seg = Segmenter(smk.input.config[0] if smk.input.config else None, smk.input.checkpoint,
+                    batch_size=p["batch_size"], tile_size=p["tile_size"],
+                    tile_overlap=p["tile_overlap"], score_threshold=p["score_threshold"])
+    segment_block(smk.input.image, smk.output.zarr, seg, smk.params.model,
+                  list(smk.params.channels), int(smk.wildcards.start), int(smk.wildcards.stop),
+                  z_batch=p["z_batch"])
+
+
+run_step(snakemake, main)  # noqa: F821

@@ -1,0 +1,27 @@
+"""Snakemake adapter for rule ``segment_train``: COCO -> Mask R-CNN checkpoint (GPU or CPU).
+
+A killed job resumes from ``<models_dir>/<model>/work/last_checkpoint`` when run again.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: F821 - the workflow's own package
+
+from cellspot.smk import run_step  # noqa: E402
+
+
+def main(smk):
+    from cellspot.segment_train import train_model
+
+    t = dict(smk.params.train)
+    train_model(smk.params.model, smk.input.coco, Path(smk.output.checkpoint).parent,
+                threads=smk.threads, config_path=smk.input.config,
+                overrides=dict(smk.params.overrides or {}), depth=smk.params.depth,
+                max_iters=t["max_iters"], batch_size=t["batch_size"], lr=t["lr"],
+                checkpoint_interval=t["checkpoint_interval"], val_interval=t["val_interval"],
+                log_interval=t["log_interval"], amp=t["amp"], seed=t["seed"],
+                num_workers=t["num_workers"], load_from=smk.params.pretrained or None)
+
+
+run_step(snakemake, main)  # noqa: F821
