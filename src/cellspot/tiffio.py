@@ -128,6 +128,27 @@ def _ome_meta(tif: tifffile.TiffFile, path: Path) -> dict:
     return out
 
 
+class _ErrorCollector(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _check_data_within_file(tif: tifffile.TiffFile, series, path: Path) -> None:
+    """Every plane's bytes must lie inside the file: a cut-off copy fails here, not mid-way."""
+    size = path.stat().st_size
+    for page in series.pages:
+        if page is None:
+            raise InputError(f"{path}: the file is truncated or corrupt (a page is missing)")
+        offsets, counts = page.dataoffsets, page.databytecounts
+        if offsets and max(o + c for o, c in zip(offsets, counts)) > size:
+            raise InputError(f"{path}: the file is truncated or corrupt (image data of page "
+                             f"{page.index} ends past the end of the file, {size} bytes)")
+
+
 def _file_axes(series: tifffile.TiffPageSeries) -> str | None:
     """The series' axes if the file states them (OME, ImageJ, tifffile 'shaped'), else None."""
     axes = series.axes.upper().replace("S", "C") if series.kind in ("ome", "imagej", "shaped") \
@@ -164,12 +185,24 @@ def open_movie(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    problems = _ErrorCollector()
+    logging.getLogger("tifffile").addHandler(problems)
     try:
         tif = tifffile.TiffFile(path)
         series = tif.series[0]
         data = zarr.open(series.aszarr(), mode="r")
+        _check_data_within_file(tif, series, path)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"{path}: not a readable TIFF file ({type(exc).__name__}: {exc})") from exc
+    finally:
+        logging.getLogger("tifffile").removeHandler(problems)
+    if problems.messages:
+        # tifffile reads what it can of a damaged file and only logs the damage.
+        tif.close()
+        raise InputError(f"{path}: the file is truncated or corrupt "
+                         f"(tifffile: {'; '.join(problems.messages[:3])})")
 
     declared = axes.upper() if axes else None
     if declared is not None and declared not in SUPPORTED_AXES:
@@ -191,8 +224,11 @@ def open_movie(
             raise InputError(f"{path}: axes {file_axes} not supported; use one of {SUPPORTED_AXES}")
     if len(file_axes) != data.ndim:
         tif.close()
+        hint = ("; a plain multi-page TIFF cannot tell its pages' T from Z or C: save it as "
+                "OME-TIFF or an ImageJ hyperstack") if data.ndim == 3 and len(file_axes) > 3 else ""
         raise InputError(f"{path}: the image has {data.ndim} dimensions (shape "
-                         f"{tuple(data.shape)}) but axes {file_axes!r} declare {len(file_axes)}")
+                         f"{tuple(data.shape)}) but axes {file_axes!r} declare "
+                         f"{len(file_axes)}{hint}")
     dims = dict(zip(file_axes, data.shape))
     shape = tuple(int(dims.get(a, 1)) for a in _CANONICAL)
 

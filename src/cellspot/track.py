@@ -120,8 +120,8 @@ def select_features(df: pd.DataFrame, names: Sequence[str]) -> list[str]:
 
 
 def link_btrack(coords: np.ndarray, t: np.ndarray, config, features: np.ndarray | None = None,
-                volume: Sequence[float] | None = None, optimise: bool | None = None
-                ) -> pd.DataFrame:
+                volume: Sequence[float] | None = None, optimise: bool | None = None,
+                states: np.ndarray | None = None) -> pd.DataFrame:
     """Link points over time with btrack.
 
     Parameters
@@ -140,6 +140,8 @@ def link_btrack(coords: np.ndarray, t: np.ndarray, config, features: np.ndarray 
     optimise : bool, optional
         Run the global optimisation (gap closing, divisions); defaults to the configuration's
         ``enable_optimisation``.
+    states : (N,) array of int, optional
+        btrack ``States`` of the objects (see :func:`division_states`).
 
     Returns
     -------
@@ -176,6 +178,8 @@ def link_btrack(coords: np.ndarray, t: np.ndarray, config, features: np.ndarray 
         o = PyTrackObject()
         o.ID, o.t = i, int(t[i])
         o.z, o.y, o.x = coords[i]
+        if states is not None:
+            o.label = int(states[i])
         if names:
             o.properties = dict(zip(names, features[i]))
         objects.append(o)
@@ -287,9 +291,85 @@ def objects_from_labels(labels, voxel_size: Sequence[float] = (1.0, 1.0, 1.0)) -
     return out
 
 
+def division_states(objects: pd.DataFrame, voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+                    max_distance: float | None = None, volume: str | None = "volume_um3",
+                    max_volume_ratio: float = 0.9, max_cosine: float = 0.3) -> np.ndarray:
+    """Mitotic states of cells guessed from geometry, for btrack's division model.
+
+    btrack forbids linking a METAPHASE track to an ANAPHASE object and strongly favours a
+    division hypothesis from METAPHASE to two ANAPHASE children; it expects these states
+    from a classifier. Without one, a division shows as a cell at ``t-1`` whose place at
+    ``t`` is taken by two smaller cells on opposite sides of it. Frame to frame, cells are
+    matched one to one (Hungarian, within ``max_distance``); a cell appearing at ``t`` without
+    a match next to a matched pair ``o -> a`` is a daughter ``b`` when ``a`` and ``b`` both lie
+    within ``max_distance`` of ``o``, each is smaller than ``max_volume_ratio`` times ``o``
+    (if ``volume`` is a column) and the cosine of the angle ``a - o, b - o`` is below
+    ``max_cosine``. Then ``o`` is METAPHASE and ``a``, ``b`` ANAPHASE.
+
+    Parameters
+    ----------
+    max_distance : float, optional
+        Micrometres; by default 1.5 times the equivalent-sphere radius of ``o`` (or 5 µm
+        without a volume column).
+
+    Returns
+    -------
+    ndarray of int
+        btrack ``States`` values (0 interphase, 2 metaphase, 3 anaphase), one per row.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    states = np.zeros(len(objects), dtype=np.int64)
+    if len(objects) == 0:
+        return states
+    vs = np.asarray(voxel_size, dtype=np.float64)
+    pos = objects[_POS].to_numpy(np.float64) * vs
+    t = objects["t"].to_numpy()
+    vol = (objects[volume].to_numpy(np.float64) if volume and volume in objects.columns
+           else None)
+    if max_distance is not None:
+        reach = np.full(len(objects), float(max_distance))
+    elif vol is not None:
+        reach = 1.5 * np.cbrt(3.0 * np.maximum(vol, 0) / (4.0 * np.pi))
+    else:
+        reach = np.full(len(objects), 5.0)
+    frames = {k: np.flatnonzero(t == k) for k in np.unique(t)}
+    for k in sorted(frames):
+        if k - 1 not in frames:
+            continue
+        prev, cur = frames[k - 1], frames[k]
+        d = cdist(pos[prev], pos[cur])
+        allowed = d <= reach[prev][:, None]
+        cost = np.where(allowed, d, 1e9)
+        r, c = linear_sum_assignment(cost)
+        ok = allowed[r, c]
+        succ = dict(zip(r[ok], c[ok]))
+        unmatched = np.setdiff1d(np.arange(len(cur)), c[ok])
+        for j in unmatched:
+            # the nearest matched mother within reach
+            cand = [(d[i, j], i) for i in succ if allowed[i, j]]
+            if not cand:
+                continue
+            _, i = min(cand)
+            a, b, o = cur[succ[i]], cur[j], prev[i]
+            if states[a] == 3:  # already a daughter of another division
+                continue
+            va, vb = pos[a] - pos[o], pos[b] - pos[o]
+            na, nb = np.linalg.norm(va), np.linalg.norm(vb)
+            cos = float(va @ vb / (na * nb)) if na > 0 and nb > 0 else 1.0
+            if cos > max_cosine:
+                continue
+            if vol is not None and max(vol[a], vol[b]) > max_volume_ratio * vol[o]:
+                continue
+            states[o], states[a], states[b] = 2, 3, 3
+    return states
+
+
 def track_cells(cells: pd.DataFrame, config, voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
                 features: Sequence[str] = ("volume_um3",),
-                shape: Sequence[int] | None = None) -> pd.DataFrame:
+                shape: Sequence[int] | None = None, divisions: bool = True,
+                division_options: dict | None = None) -> pd.DataFrame:
     """Track cells, with divisions, from a per-timepoint object table.
 
     Parameters
@@ -304,6 +384,11 @@ def track_cells(cells: pd.DataFrame, config, voxel_size: Sequence[float] = (1.0,
         columns raise ``KeyError``.
     shape : (Z, Y, X), optional
         Image size in pixels, for btrack's border hypotheses (defaults to the objects' extent).
+    divisions : bool
+        Mark likely divisions for btrack (:func:`division_states`); without it btrack's
+        branching hypotheses only see tracks that its frame-to-frame step already ended.
+    division_options : dict, optional
+        Keyword arguments of :func:`division_states`.
 
     Returns
     -------
@@ -322,7 +407,10 @@ def track_cells(cells: pd.DataFrame, config, voxel_size: Sequence[float] = (1.0,
     n_t = cells["t"].nunique()
     if n_t == 1:
         log.warning("cells exist at a single timepoint only: every track has length 1")
-    points = link_btrack(coords, cells["t"].to_numpy(), config, fmat, extent)
+    states = (division_states(cells, vs, **(division_options or {})) if divisions else None)
+    if states is not None:
+        log.info("cells: %d division candidates", int((states == 2).sum()))
+    points = link_btrack(coords, cells["t"].to_numpy(), config, fmat, extent, states=states)
     out = _points_to_tracks(points, cells, vs)
     log.info("cells: %d objects in %d timepoints -> %d tracks, %d divisions, %d gap points",
              len(cells), n_t, out["track_id"].nunique(),

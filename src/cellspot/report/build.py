@@ -67,6 +67,8 @@ class ReportConfig(BaseModel):
     max_qc_size: int = Field(1024, ge=64, description="QC images are downsampled to at most "
                              "this many pixels per side")
     dpi: int = Field(100, ge=30, le=600)
+    mem_mb: int = Field(4000, ge=100, description="memory requested for a report job")
+    runtime: int = Field(60, ge=1, description="minutes requested for a report job")
 
 
 @dataclass
@@ -144,13 +146,17 @@ def read_table(path: Path, kind: str) -> pd.DataFrame:
     return df
 
 
-def channel_indices(meta: omezarr.ImageMeta, channels: Mapping[str, str] | None) -> dict[str, int]:
-    """Channel index of each role, from the ``channels:`` config (role -> channel name)."""
+def channel_indices(meta: omezarr.ImageMeta,
+                    channels: Mapping[str, str | int] | None) -> dict[str, int]:
+    """Channel index of each role, from the ``channels:`` config (role -> name or index)."""
     channels = dict(channels or {})
     out = {}
+    n_c = len(meta.channel_names)
     for i, role in enumerate(ROLES):
         name = channels.get(role, role)
-        if name in meta.channel_names:
+        if isinstance(name, int) and 0 <= name < n_c:
+            out[role] = name
+        elif name in meta.channel_names:
             out[role] = meta.channel_names.index(name)
         elif not channels and i < len(meta.channel_names):
             out[role] = i  # unnamed channels: nucleus, cytoplasm, RNA in order

@@ -1,0 +1,138 @@
+"""Command-line interface: ``cellspot simulate | ingest | demo | batches``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from . import __version__
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_MOVIE = Path("demo/input/movie.ome.tif")
+DEMO_SEED = 0
+
+
+def _floats(n):
+    def parse(s):
+        v = tuple(float(x) for x in s.split(","))
+        if len(v) != n:
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {s!r}")
+        return v
+    return parse
+
+
+def _ints(n):
+    def parse(s):
+        return tuple(int(x) for x in _floats(n)(s))
+    return parse
+
+
+def cmd_simulate(args) -> int:
+    from .simulate import SimulationConfig, simulate_movie, write_simulation
+
+    fields = {k: getattr(args, k) for k in ("n_timepoints", "shape", "n_cells", "n_divisions",
+                                            "voxel_size", "time_interval")
+              if getattr(args, k) is not None}
+    movie = simulate_movie(SimulationConfig(**fields), seed=args.seed)
+    tif = write_simulation(movie, args.output)
+    logging.info("wrote %s (TCZYX %s) and its ground truth in %s", tif, movie.image.shape,
+                 Path(args.output) / "truth")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from .ingest import ingest_movie
+
+    summary = ingest_movie(args.input, args.output, axes=args.axes,
+                           channel_names=tuple(args.channels.split(",")) if args.channels else None,
+                           voxel_size=args.voxel_size, time_interval=args.time_interval,
+                           z_block=args.z_block)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_batches(args) -> int:
+    import yaml
+
+    from .batches import discover_batches
+
+    cfg = yaml.safe_load(Path(args.configfile).read_text())
+    for name, b in discover_batches(cfg.get("samples") or None, cfg.get("inbox") or None,
+                                    cfg.get("inbox_marker", "")).items():
+        print(f"{name}\t{b.path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Simulate the default movie (seeded) if absent, then run the workflow on it."""
+    from .simulate import simulate_movie, write_simulation
+
+    os.chdir(args.directory)
+    if not DEMO_MOVIE.exists():
+        logging.info("simulating the demo movie (seed %d) -> %s", DEMO_SEED, DEMO_MOVIE)
+        write_simulation(simulate_movie(seed=DEMO_SEED), DEMO_MOVIE.parent)
+    cmd = [sys.executable, "-m", "snakemake", "--profile", args.profile, *args.snakemake_args]
+    logging.info("running: %s", shlex.join(cmd))
+    return subprocess.call(cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cellspot", description=__doc__)
+    p.add_argument("--version", action="version", version=f"cellspot {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="write a synthetic movie (OME-TIFF) and its ground truth")
+    s.add_argument("output", help="folder to write movie.ome.tif and truth/ into")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--timepoints", dest="n_timepoints", type=int)
+    s.add_argument("--shape", type=_ints(3), help="Z,Y,X in pixels")
+    s.add_argument("--cells", dest="n_cells", type=int)
+    s.add_argument("--divisions", dest="n_divisions", type=int)
+    s.add_argument("--voxel-size", type=_floats(3), help="z,y,x in µm")
+    s.add_argument("--time-interval", type=float, help="seconds")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("ingest", help="convert a TIFF/OME-TIFF movie into OME-Zarr")
+    s.add_argument("input")
+    s.add_argument("output")
+    s.add_argument("--axes", help="axes of a file that does not state them (e.g. TZYX)")
+    s.add_argument("--channels", help="comma-separated channel names")
+    s.add_argument("--voxel-size", type=_floats(3), help="z,y,x in µm")
+    s.add_argument("--time-interval", type=float, help="seconds")
+    s.add_argument("--z-block", type=int, help="z-slices per chunk")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("batches", help="list the batches the workflow would process")
+    s.add_argument("--configfile", default="config/config.yaml")
+    s.set_defaults(func=cmd_batches)
+
+    s = sub.add_parser("demo", help="simulate the default movie and run the workflow on it")
+    s.add_argument("--directory", default=str(REPO), help="workflow folder (default: this repo)")
+    s.add_argument("--profile", default="profiles/local")
+    s.add_argument("snakemake_args", nargs=argparse.REMAINDER,
+                   help="further snakemake arguments (e.g. --cores 2 -n)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from .batches import BatchError
+    from .omezarr import OmeZarrError
+    from .tiffio import InputError
+    try:
+        return args.func(args)
+    except (InputError, OmeZarrError, BatchError) as exc:
+        logging.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The report rules run under Snakemake on a batch built from simulated truth.
+
+The lead's Snakefile includes workflow/rules/report.smk after common.smk; here a minimal
+Snakefile provides what common.smk would (BATCHES, TARGETS, code_fingerprint, config).
+"""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from cellspot.report import build, truth
+from cellspot.simulate import SimulationConfig, simulate_movie
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = """
+import sys
+sys.path.insert(0, {src!r})
+from cellspot.provenance import code_fingerprint
+BATCHES = {{b: None for b in {batches!r}}}
+TARGETS = []
+wildcard_constraints:
+    batch="|".join(BATCHES)
+include: {rules!r}
+rule all:
+    input: [t.format(batch=b) for t in TARGETS for b in BATCHES]
+"""
+
+
+def _config_defaults() -> dict:
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    return {"report": cfg["report"], "channels": cfg.get("channels", {})}
+
+
+def test_report_config_matches_schema_and_model():
+    import jsonschema
+
+    schema = yaml.safe_load((ROOT / "config" / "schema" / "report.schema.yaml").read_text())
+    cfg = _config_defaults()["report"]
+    jsonschema.validate(cfg, schema)
+    build.ReportConfig(**cfg)  # the package accepts exactly these keys
+    assert set(schema["properties"]) == set(build.ReportConfig.model_fields)
+    for key, prop in schema["properties"].items():
+        assert prop.get("description"), key
+        assert prop.get("default") == build.ReportConfig.model_fields[key].default, key
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**cfg, "n_permutations": 0}, schema)
+
+
+def test_report_env_lists_what_the_scripts_import():
+    env = yaml.safe_load((ROOT / "envs" / "report.yaml").read_text())
+    names = {d.split("=")[0] for d in env["dependencies"] if isinstance(d, str)}
+    for pkg in ("python", "numpy", "pandas", "pyarrow", "scipy", "scikit-image", "matplotlib",
+                "zarr", "numcodecs", "pydantic"):
+        assert pkg in names, pkg
+
+
+@pytest.mark.slow
+def test_snakemake_report_and_summary(tmp_path):
+    movie = simulate_movie(SimulationConfig(n_timepoints=3, shape=(8, 64, 64), n_cells=3,
+                                            n_divisions=0), seed=2)
+    batches = ["b1", "b2"]
+    for b in batches:
+        truth.write_batch(movie, tmp_path / "results" / b)
+    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(
+        src=str(ROOT / "src"), batches=batches, rules=str(ROOT / "workflow/rules/report.smk")))
+    cfg = _config_defaults()
+    cfg["report"]["n_permutations"] = 50
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    smk = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config.json"]
+    run = subprocess.run(smk + ["all"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    summary = pd.read_parquet(tmp_path / "results/summary/batches.parquet")
+    assert summary["batch"].tolist() == batches
+    assert (summary["n_cell_tracks"] == 3).all()
+    page = (tmp_path / "results/b1/report/report.html").read_text()
+    assert "cellspot report: b1" in page
+    # `snakemake --report` collects the figures marked report(...).
+    run = subprocess.run(smk + ["all", "--report", "report.zip"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    with zipfile.ZipFile(tmp_path / "report.zip") as z:
+        pngs = [n for n in z.namelist() if n.endswith(".png")]
+    assert len(pngs) >= len(build.FIGURES) * len(batches), pngs

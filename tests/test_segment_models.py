@@ -1,0 +1,299 @@
+"""Mask R-CNN configs, training (tiny, CPU), resume, inference and bad input.
+
+Needs MMDetection with a compiled mmcv (``mmcv.ops``); skipped otherwise.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("mmcv.ops", reason="mmcv with compiled ops is not installed")
+
+import torch  # noqa: E402
+
+from cellspot import coco  # noqa: E402
+from cellspot.omezarr import ImageMeta, create_image  # noqa: E402
+from cellspot.segment_infer import (Instance, Segmenter, instance_table,  # noqa: E402
+                                    paint_instances, read_segmentation, segment_block,
+                                    tile_cores, tile_starts)
+from cellspot.segment_models import (SegmentError, default_config_path,  # noqa: E402
+                                     load_model_config, upscale_of)
+from cellspot.segment_train import train_model  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def _iou(a, b):
+    """IoU of boxes a (N,4) and b (M,4), x0 y0 x1 y1."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), -1)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], -1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter)
+
+
+def _best_anchor_iou(cfg, size_px, rng, n=50):
+    """Max IoU of square boxes of ``size_px`` (original pixels) with the model's anchors."""
+    from mmdet.registry import TASK_UTILS
+    from mmdet.utils import register_all_modules
+
+    register_all_modules()
+    gen = TASK_UTILS.build(cfg.model.rpn_head.anchor_generator)
+    up = upscale_of(cfg)
+    feat = [(64 // s, 64 // s) for s in gen.strides[:3] for s in [s[0] if isinstance(s, tuple) else s]]
+    anchors = np.concatenate([a.numpy() for a in gen.grid_priors(feat, device="cpu")])
+    c = rng.uniform(16, 48, (n, 2))
+    s = size_px * up
+    boxes = np.concatenate([c - s / 2, c + s / 2], 1)
+    return _iou(boxes, anchors).max(1)
+
+
+def test_spot_anchors_cover_3_to_10_px():
+    cfg = load_model_config(default_config_path("spots"))
+    thr = cfg.model.train_cfg.rpn.assigner.pos_iou_thr
+    rng = np.random.default_rng(0)
+    for size in range(3, 11):
+        assert _best_anchor_iou(cfg, size, rng).min() >= thr, size
+    # MMDetection's default anchors (32 px and up) do not: a 3 px spot never reaches the threshold
+    cfg.model.rpn_head.anchor_generator.scales = [8]
+    cfg.model.rpn_head.anchor_generator.ratios = [0.5, 1.0, 2.0]
+    assert _best_anchor_iou(cfg, 3, rng).max() < thr
+
+
+def test_config_overrides_and_depth():
+    cfg = load_model_config(default_config_path("cells"),
+                            {"model": {"test_cfg": {"rcnn": {"max_per_img": 7}}},
+                             "train_cfg.max_iters": 11}, depth=50)
+    assert cfg.model.test_cfg.rcnn.max_per_img == 7
+    assert cfg.model.test_cfg.rcnn.score_thr == 0.05  # untouched sibling kept
+    assert cfg.train_cfg.max_iters == 11
+    assert cfg.model.backbone.depth == 50 and cfg.model.neck.in_channels[-1] == 2048
+    spots = load_model_config(default_config_path("spots"), depth=50)
+    assert spots.model.neck.in_channels == [256, 512]  # 2-stage backbone
+    with pytest.raises(SegmentError, match="no such model config"):
+        load_model_config("nope.py")
+
+
+def test_random_transpose_keeps_masks_and_boxes_together():
+    from mmdet.structures.bbox import HorizontalBoxes
+    from mmdet.structures.mask import BitmapMasks
+
+    from cellspot.segment_models import RandomTranspose
+
+    m = np.zeros((1, 20, 30), np.uint8)
+    m[0, 2:5, 10:18] = 1
+    res = {"img": np.zeros((20, 30, 1), np.float32),
+           "gt_bboxes": HorizontalBoxes(torch.tensor([[10.0, 2.0, 18.0, 5.0]])),
+           "gt_masks": BitmapMasks(m, 20, 30)}
+    out = RandomTranspose(prob=1.0)(res)
+    assert out["img"].shape == (30, 20, 1) and out["img_shape"] == (30, 20)
+    ys, xs = np.nonzero(out["gt_masks"].masks[0])
+    assert out["gt_bboxes"].tensor.tolist() == [[xs.min(), ys.min(), xs.max() + 1.0,
+                                                 ys.max() + 1.0]]
+
+
+# --------------------------------------------------------------------------- pure inference parts
+
+
+def test_tiles_partition_the_image():
+    for n, tile, ov in [(50, 64, 8), (200, 64, 16), (1000, 256, 32), (129, 64, 32)]:
+        starts = tile_starts(n, tile, ov)
+        assert starts[0] == 0 and starts[-1] + min(tile, n) == n
+        cores = tile_cores(starts, tile, n)
+        assert cores[0][0] == 0 and cores[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(cores, cores[1:]))
+        # each core lies inside its tile, at least overlap/2 from an inner tile edge
+        for s, (lo, hi) in zip(starts, cores):
+            assert s <= lo < hi <= s + tile
+
+
+def test_paint_by_score_and_subpixel_centroid():
+    yy, xx = np.mgrid[:32, :32]
+    true = (10.3, 12.7)
+    img = 5 + 100 * np.exp(-((yy - true[0]) ** 2 + (xx - true[1]) ** 2) / (2 * 1.2 ** 2))
+    disc = np.hypot(yy - 10, xx - 13) <= 2.5
+    big = np.zeros((32, 32), bool)
+    big[5:16, 8:18] = True
+    insts = [Instance(0, 0.6, 5, 8, big[5:16, 8:18]), Instance(0, 0.9, 0, 0, disc)]
+    lab, scores = paint_instances(insts, (32, 32))
+    assert scores.tolist() == [0.9, 0.6]
+    assert (lab[disc] == 1).all()  # the higher score wins the overlap
+    tab = instance_table(lab, img, scores)
+    assert tab.loc[0, ["y", "x"]].to_numpy() == pytest.approx(true, abs=0.15)
+    assert tab.loc[0, "area"] == disc.sum()
+    assert tab.loc[1, "area"] == big.sum() - (big & disc).sum()
+    # an instance hidden entirely by a better one disappears, ids stay consecutive
+    lab2, s2 = paint_instances([Instance(0, 0.9, 5, 8, big[5:16, 8:18]),
+                                Instance(0, 0.1, 6, 9, np.ones((2, 2), bool))], (32, 32))
+    assert s2.tolist() == [0.9] and set(np.unique(lab2)) == {0, 1}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _tiny_spot_coco(path, n_images=4, size=64, seed=0):
+    from cellspot.spots_classic import render_spot_image
+
+    rng = np.random.default_rng(seed)
+    slices = []
+    for k in range(n_images):
+        bg = rng.normal(10, 1, (size, size))
+        img, pos = render_spot_image(bg, 12, 1.2, np.array([40.0]), gain=0.0,
+                                     min_separation=5, seed=seed + k)
+        slices.append(coco.Slice(coco.normalize_volume(img)[..., None].astype(np.float32),
+                                 {"spot": coco.spot_masks(pos, img.shape, 2.0)},
+                                 f"g{k % 2}", f"s{k}"))
+    return coco.write_coco(slices, ["spot"], path, val_fraction=0.5)
+
+
+def _tiny_cell_coco(path, size=64):
+    rng = np.random.default_rng(1)
+    t, z = 2, 2
+    yy, xx = np.mgrid[:size, :size]
+    nuc = np.zeros((t, z, size, size), np.int32)
+    cell = np.zeros_like(nuc)
+    for k, (cy, cx) in enumerate([(18, 18), (44, 40)]):
+        cell[:, :, np.hypot(yy - cy, xx - cx) < 12] = k + 1
+        nuc[:, :, np.hypot(yy - cy, xx - cx) < 6] = k + 1
+    img = np.stack([50.0 * (nuc > 0), 30.0 * (cell > 0), np.zeros(nuc.shape)], 1)
+    img = img + rng.normal(10, 1, img.shape)
+    return coco.coco_from_volumes(img, {"nucleus": nuc, "cell": cell}, path, val_fraction=0.0)
+
+
+TINY = dict(max_iters=3, batch_size=2, checkpoint_interval=1, log_interval=1, val_interval=0,
+            lr=1e-4, depth=18, threads=2)
+
+
+@pytest.fixture(scope="module")
+def spot_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spots")
+    paths = _tiny_spot_coco(root / "coco")
+    out = train_model("spots", root / "coco", root / "model", **TINY)
+    return root, paths, out
+
+
+@pytest.fixture(scope="module")
+def cell_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cells")
+    _tiny_cell_coco(root / "coco")
+    out = train_model("cells", root / "coco", root / "model",
+                      **{**TINY, "max_iters": 2, "overrides": {
+                          "model.neck.out_channels": 32, "model.rpn_head.in_channels": 32,
+                          "model.rpn_head.feat_channels": 32,
+                          "model.roi_head.bbox_roi_extractor.out_channels": 32,
+                          "model.roi_head.bbox_head.in_channels": 32,
+                          "model.roi_head.bbox_head.fc_out_channels": 64,
+                          "model.roi_head.mask_roi_extractor.out_channels": 32,
+                          "model.roi_head.mask_head.in_channels": 32,
+                          "model.roi_head.mask_head.conv_out_channels": 32}})
+    return root, out
+
+
+def _train_scalars(work):
+    rows = []
+    for f in sorted(Path(work).glob("*/vis_data/scalars.json")):
+        rows += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+    return [r for r in rows if "loss" in r]
+
+
+@pytest.mark.slow
+def test_tiny_training_writes_outputs_and_resumes(spot_model):
+    root, _, out = spot_model
+    for key in ("checkpoint", "config", "loss_png"):
+        assert out[key].is_file() and out[key].stat().st_size > 0
+    assert list(out["tensorboard"].glob("*/events.out.tfevents.*"))
+    rows = _train_scalars(root / "model" / "work")
+    assert [r["iter"] for r in rows] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    ck = torch.load(out["checkpoint"], weights_only=False)
+    assert ck["meta"]["iter"] == 3 and "cfg" in ck["meta"]
+    # a second run with more iterations continues from iteration 3 (not from 0)
+    train_model("spots", root / "coco", root / "model", **{**TINY, "max_iters": 5})
+    rows = _train_scalars(root / "model" / "work")
+    assert [r["iter"] for r in rows] == [1, 2, 3, 4, 5]
+    assert torch.load(out["checkpoint"], weights_only=False)["meta"]["iter"] == 5
+
+
+def test_training_input_errors(tmp_path):
+    with pytest.raises(SegmentError, match="train.json"):
+        train_model("spots", tmp_path / "nothing", tmp_path / "m", **TINY)
+    _tiny_spot_coco(tmp_path / "coco", n_images=2)
+    with pytest.raises(SegmentError, match="pretrained checkpoint"):
+        train_model("spots", tmp_path / "coco", tmp_path / "m", load_from=tmp_path / "x.pth",
+                    **TINY)
+
+
+# --------------------------------------------------------------------------- inference
+
+
+@pytest.mark.slow
+def test_inference_empty_no_objects_and_large_tiled(spot_model):
+    root, _, out = spot_model
+    seg = Segmenter(out["config"], out["checkpoint"], device="cpu", batch_size=2,
+                    tile_size=64, tile_overlap=16, score_threshold=0.0)
+    rng = np.random.default_rng(0)
+    empty = np.zeros((1, 48, 48, 1), np.float32)
+    noise = rng.normal(0, 0.05, (1, 48, 48, 1)).astype(np.float32)
+    large = rng.normal(0, 0.05, (1, 150, 200, 1)).astype(np.float32)  # 3 x 4 tiles of 64 px
+    for imgs in (empty, noise, large):
+        stacks, tables = seg.segment_slices(imgs)
+        lab = stacks["spot"]
+        assert lab.shape == imgs.shape[:3] and lab.dtype == np.int32
+        t = tables[0]
+        assert len(t) == len(np.unique(lab)) - (1 if (lab == 0).any() else 0)
+        if len(t):
+            assert (t["y"].between(0, imgs.shape[1] - 1)).all()
+            assert (t["x"].between(0, imgs.shape[2] - 1)).all()
+            assert t["score"].is_monotonic_decreasing
+
+
+@pytest.mark.slow
+def test_segment_block_store_cells(cell_model, tmp_path):
+    _, out = cell_model
+    meta = ImageMeta(("nucleus", "cytoplasm", "rna"), name="b")
+    movie = tmp_path / "pre.ome.zarr"
+    arr = create_image(movie, (3, 3, 2, 64, 64), "float32", meta)
+    arr[...] = np.random.default_rng(0).normal(0, 0.1, arr.shape).astype(np.float32)
+    seg = Segmenter(out["config"], out["checkpoint"], device="cpu", score_threshold=0.0)
+    store = segment_block(movie, tmp_path / "t0001-0003.zarr", seg, "cells",
+                          ["nucleus", "cytoplasm", "rna"], 1, 3)
+    s = read_segmentation(store)
+    assert set(s.arrays) == {"nucleus", "cell", "semantic"}
+    assert s.arrays["nucleus"].shape == (2, 2, 64, 64) and s.arrays["cell"].dtype == np.int32
+    assert s.arrays["semantic"].dtype == np.uint8
+    assert (s.t_start, s.t_stop) == (1, 3)
+    assert list(s.table.columns) == ["t", "z", "class", "instance", "score", "y0", "x0", "y1",
+                                     "x1", "area", "y", "x"]
+    assert set(s.table["t"]) <= {1, 2}
+    sem, nuc, cell = (np.asarray(s.arrays[k]) for k in ("semantic", "nucleus", "cell"))
+    assert ((sem == 2) == (nuc > 0)).all() and ((sem == 1) == ((cell > 0) & (nuc == 0))).all()
+    for row in s.table.itertuples():  # table rows agree with the label arrays
+        lab = np.asarray(s.arrays[row[3]][row.t - 1, row.z])
+        assert (lab == row.instance).sum() == row.area
+    with pytest.raises(Exception, match="channel 'dapi' not found"):
+        segment_block(movie, tmp_path / "x.zarr", seg, "cells", ["dapi", "cytoplasm", "rna"],
+                      0, 1)
+    assert not (tmp_path / "x.zarr").exists()
+
+
+@pytest.mark.slow
+def test_missing_or_incompatible_checkpoint(spot_model, cell_model, tmp_path):
+    _, _, spots = spot_model
+    _, cells = cell_model
+    with pytest.raises(SegmentError, match="not found: train the model"):
+        Segmenter(spots["config"], tmp_path / "none.pth")
+    with pytest.raises(SegmentError, match="does not fit the model"):
+        Segmenter(spots["config"], cells["checkpoint"])
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(SegmentError, match="not a readable PyTorch checkpoint"):
+        Segmenter(spots["config"], junk)
+    # without a config file the one stored in the checkpoint is used
+    seg = Segmenter(None, spots["checkpoint"], device="cpu")
+    assert seg.classes == ("spot",) and seg.in_channels == 1
