@@ -363,24 +363,27 @@ def _resolve_merges(g: _Graph, gaps: list[tuple[int, int]], coverage: float,
     return resolved
 
 
-def _absorb_fragments(g: _Graph, containment: float) -> None:
+def _absorb_fragments(g: _Graph, containment: float, max_gap: int) -> list[tuple[int, int]]:
     """Join unlinked single-slice fragments (over-segmentation, small caps) to their object.
 
     A fragment F (no link up or down) is joined to the object of a node P in an adjacent slice
     when at least ``containment`` of F lies on P and adding F to P's object in F's slice does
-    not lower the IoU with P (or P's object has no instance in F's slice: F is its cap).
+    not lower the IoU with P (or P's object has no instance in F's slice: F is its cap). Across
+    up to ``max_gap`` missing slices F may only become the cap of an object ending at P.
+    Returns the new bridged links (upper node, lower node).
     """
     Z = g.nodes.shape[0]
+    new_gaps: list[tuple[int, int]] = []
     orphans = np.flatnonzero((g.nxt == 0) & (g.prv == 0) & (g.area > 0))
     orphans = orphans[orphans > 0]
     if len(orphans) == 0:
-        return
+        return new_gaps
     by_z: dict[int, np.ndarray] = {}
     for f in orphans:
         by_z.setdefault(int(g.node_z[f]), []).append(int(f))
     for z, frags in by_z.items():
         best: dict[int, tuple[float, int]] = {}
-        for zn in (z - 1, z + 1):
+        for zn in [z + sgn * d for d in range(1, max_gap + 2) for sgn in (-1, 1)]:
             if not 0 <= zn < Z:
                 continue
             ia, ib, cnt = g.overlap(min(z, zn), max(z, zn))
@@ -391,6 +394,8 @@ def _absorb_fragments(g: _Graph, containment: float) -> None:
                     if c / g.area[f] < containment or (g.nxt[p] == 0 and g.prv[p] == 0):
                         continue
                     n = g.nxt[p] if zn < z else g.prv[p]
+                    if abs(zn - z) > 1 and n:
+                        continue  # across a gap only onto an object's end
                     if n and int(g.node_z[n]) != z:
                         n = 0  # P bridges this slice: F fills the gap
                     if n:
@@ -405,6 +410,10 @@ def _absorb_fragments(g: _Graph, containment: float) -> None:
                     if gain >= best.get(f, (-1.0, 0))[0]:
                         best[f] = (gain, p, n, zn)
         for f, (_, p, n, zn) in best.items():
+            if abs(zn - z) > 1 and (g.nxt[f] or g.prv[f] or (g.prv[p] if zn > z else g.nxt[p])):
+                continue  # taken meanwhile by another fragment of this slice
+            if abs(zn - z) > 1:
+                new_gaps.append((f, p) if zn > z else (p, f))
             if n:
                 g.alias[f] = n
             elif zn > z:  # F becomes the node above P
@@ -417,6 +426,7 @@ def _absorb_fragments(g: _Graph, containment: float) -> None:
                 g.nxt[p], g.prv[f] = f, p
                 if old:
                     g.prv[old], g.nxt[f] = f, old
+    return new_gaps
 
 
 def _overlap_count(g: _Graph, a: int, b: int) -> int:
@@ -569,7 +579,7 @@ def stitch_slices(labels_2d: np.ndarray, iou_threshold: float = 0.3, max_gap: in
     _link_adjacent(g, iou_threshold)
     gaps = _link_gaps(g, iou_threshold, gap) if gap > 0 else []
     resolved = _resolve_merges(g, gaps, merge_coverage, sampling) if gaps else set()
-    _absorb_fragments(g, fragment_containment)
+    gaps += _absorb_fragments(g, fragment_containment, gap)
     if waist_ratio > 0:
         _split_waists(g, waist_ratio)
     lut = _chains_to_labels(g)
