@@ -46,7 +46,7 @@ def _best_anchor_iou(cfg, size_px, rng, n=50):
     register_all_modules()
     gen = TASK_UTILS.build(cfg.model.rpn_head.anchor_generator)
     up = upscale_of(cfg)
-    feat = [(64 // s, 64 // s) for s in gen.strides[:3] for s in [s[0] if isinstance(s, tuple) else s]]
+    feat = [(64 // sy, 64 // sx) for sx, sy in gen.strides]
     anchors = np.concatenate([a.numpy() for a in gen.grid_priors(feat, device="cpu")])
     c = rng.uniform(16, 48, (n, 2))
     s = size_px * up

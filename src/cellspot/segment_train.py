@@ -29,6 +29,45 @@ from cellspot.segment_models import (SegmentError, default_config_path, load_mod
 log = logging.getLogger(__name__)
 
 
+def _register_time_limit_hook():
+    """``TimeLimitHook``: stop training cleanly (with a checkpoint) after a wall-clock budget.
+
+    A SLURM job killed at its time limit loses everything since the last checkpoint; stopping
+    a little before keeps all iterations done, and the next job resumes from there.
+    """
+    import time
+
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    if HOOKS.get("TimeLimitHook") is not None:
+        return
+
+    @HOOKS.register_module()
+    class TimeLimitHook(Hook):
+        priority = "LOWEST"  # after the checkpoint hook
+
+        def __init__(self, seconds: float):
+            self.seconds = float(seconds)
+            self.start = None
+
+        def before_train(self, runner):
+            self.start = time.monotonic()
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            if time.monotonic() - self.start < self.seconds:
+                return
+            if runner.iter + 1 >= runner.max_iters:
+                return  # the last iteration: the checkpoint hook saves it anyway
+            runner.logger.info("time limit of %.0f s reached at iteration %d: stopping",
+                               self.seconds, runner.iter + 1)
+            name = f"iter_{runner.iter + 1}.pth"
+            runner.save_checkpoint(runner.work_dir, name)
+            Path(runner.work_dir, "last_checkpoint").write_text(
+                str(Path(runner.work_dir, name)))
+            runner.train_loop.stop_training = True
+
+
 def _has_images(ann_file: Path) -> bool:
     return ann_file.is_file() and bool(json.loads(ann_file.read_text()).get("images"))
 
@@ -40,8 +79,13 @@ def build_train_config(model: str, coco_dir: str | os.PathLike, work_dir: str | 
                        lr: float | None = None, checkpoint_interval: int | None = None,
                        val_interval: int | None = None, log_interval: int | None = None,
                        load_from: str | os.PathLike | None = None, amp: bool = True,
-                       num_workers: int | None = None, seed: int = 0, device: str | None = None):
-    """The resolved training config (an :class:`mmengine.Config`)."""
+                       num_workers: int | None = None, seed: int = 0, device: str | None = None,
+                       time_limit_s: float | None = None):
+    """The resolved training config (an :class:`mmengine.Config`).
+
+    ``time_limit_s`` stops training after that many seconds with a checkpoint (a later run
+    resumes); the learning-rate schedule still follows ``max_iters``.
+    """
     import torch
 
     coco_dir = Path(coco_dir)
@@ -59,6 +103,10 @@ def build_train_config(model: str, coco_dir: str | os.PathLike, work_dir: str | 
         cfg.optim_wrapper.loss_scale = "dynamic"
     if device is not None:
         cfg.device = device
+    if time_limit_s:
+        _register_time_limit_hook()
+        cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
+            dict(type="TimeLimitHook", seconds=float(time_limit_s))]
     cfg.work_dir = str(Path(work_dir).resolve())
     cfg.randomness = dict(seed=int(seed))
     last = Path(cfg.work_dir) / "last_checkpoint"
