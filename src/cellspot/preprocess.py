@@ -56,7 +56,9 @@ from cellspot.register import (
 
 log = logging.getLogger(__name__)
 
-Triple = tuple[float, float, float]
+PositiveFloat = Annotated[float, Field(gt=0)]
+# a length in micrometres: one value, or one per axis (z, y, x)
+Length = Union[PositiveFloat, tuple[PositiveFloat, PositiveFloat, PositiveFloat]]
 
 
 class PreprocessError(ValueError):
@@ -92,7 +94,8 @@ def nl_means(image: np.ndarray, patch_size: int, patch_distance: int, h: float,
 
     out = denoise_nl_means(image, patch_size=patch_size, patch_distance=patch_distance, h=h,
                            fast_mode=fast_mode, channel_axis=None)
-    return out.astype(image.dtype, copy=False)
+    # scikit-image drops a trailing axis of length 1 (it reads it as 2D)
+    return out.reshape(image.shape).astype(image.dtype, copy=False)
 
 
 def white_tophat(image: np.ndarray, radius_px: Sequence[float]) -> np.ndarray:
@@ -125,7 +128,7 @@ class GaussianFilter(_Model):
     """Gaussian smoothing; ``sigma_um`` in micrometres (one value or ``(z, y, x)``)."""
 
     kind: Literal["gaussian"] = "gaussian"
-    sigma_um: float | Triple = Field(gt=0)
+    sigma_um: Length
     truncate: float = Field(4.0, gt=0)
 
     def halo(self, voxel_size: Sequence[float]) -> tuple[int, int, int]:
@@ -134,13 +137,6 @@ class GaussianFilter(_Model):
 
     def apply(self, image: np.ndarray, voxel_size: Sequence[float]) -> np.ndarray:
         return gaussian_smooth(image, _per_axis(self.sigma_um, voxel_size), self.truncate)
-
-    @field_validator("sigma_um")
-    @classmethod
-    def _positive(cls, v):
-        if isinstance(v, tuple) and min(v) <= 0:
-            raise ValueError("every sigma must be > 0")
-        return v
 
 
 class NLMeansFilter(_Model):
@@ -166,7 +162,7 @@ class TopHatFilter(_Model):
     """White top-hat background subtraction; ``radius_um`` larger than the spots."""
 
     kind: Literal["tophat"] = "tophat"
-    radius_um: float | Triple = Field(gt=0)
+    radius_um: Length
 
     def halo(self, voxel_size: Sequence[float]) -> tuple[int, int, int]:
         # opening = dilation of an erosion: two footprint radii
@@ -180,7 +176,7 @@ class RollingBallFilter(_Model):
     """Rolling-ball background subtraction; ``height`` in normalised intensity units."""
 
     kind: Literal["rolling_ball"] = "rolling_ball"
-    radius_um: float | Triple = Field(gt=0)
+    radius_um: Length
     height: float = Field(1.0, gt=0)
 
     def halo(self, voxel_size: Sequence[float]) -> tuple[int, int, int]:
@@ -412,14 +408,28 @@ class PreprocessSettings(_Model):
     registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
     scheduler: Literal["threads", "distributed"] = "threads"
 
-    def resolve_channels(self, roles: dict[str, str] | None) -> "PreprocessSettings":
-        """Replace role keys (``nucleus``, ``cytoplasm``, ``rna``) by channel names."""
-        roles = roles or {}
-        channels = {roles.get(k, k): v for k, v in self.channels.items()}
-        reg = self.registration.model_copy(
-            update={"channel": roles.get(self.registration.channel, self.registration.channel)})
-        return self.model_copy(update={"channels": channels, "registration": reg})
+    def resolve_channels(self, roles: dict[str, str | int] | None,
+                         channel_names: Sequence[str] | None = None) -> "PreprocessSettings":
+        """Replace role keys (``nucleus``, ``cytoplasm``, ``rna``) by channel names.
 
+        ``roles`` is the top-level ``channels:`` config (role -> channel name or 0-based index);
+        ``channel_names`` (the movie's) turns indices into names.
+        """
+        roles = roles or {}
+
+        def name(key: str) -> str:
+            v = roles.get(key, key)
+            if isinstance(v, int) and not isinstance(v, bool):
+                if channel_names is None or not 0 <= v < len(channel_names):
+                    raise PreprocessError(
+                        f"channel role {key!r} is index {v}, but the movie has channels "
+                        f"{list(channel_names or [])}")
+                return channel_names[v]
+            return str(v)
+
+        channels = {name(k): v for k, v in self.channels.items()}
+        reg = self.registration.model_copy(update={"channel": name(self.registration.channel)})
+        return self.model_copy(update={"channels": channels, "registration": reg})
 
 
 # --------------------------------------------------------------------------- scheduler
