@@ -137,3 +137,29 @@ def test_empty_tables_keep_their_columns():
 def test_missing_column_is_named():
     with pytest.raises(tables.ReportInputError, match="cell_id"):
         tables.check_columns(pd.DataFrame({"t": [0]}), "spots", "spots.parquet")
+
+
+def test_vectorised_msd_matches_single_track_functions():
+    rng = np.random.default_rng(6)
+    ids, ts, ps = [], [], []
+    for tid in range(1, 40):
+        n = int(rng.integers(2, 25))
+        t = np.sort(rng.choice(30, n, replace=False)) if tid % 3 == 0 else np.arange(n) + tid
+        ids += [tid] * n
+        ts.append(t)
+        ps.append(np.cumsum(rng.normal(size=(n, 3)), axis=0))
+    t_all, p_all = np.concatenate(ts), np.concatenate(ps)
+    perm = rng.permutation(len(t_all))  # input order must not matter
+    tracks, lags, vals, counts = stats.msd_many(np.asarray(ids)[perm], t_all[perm],
+                                                p_all[perm], max_lag=8)
+    d_many = stats.diffusion_many(lags, vals, dt=2.0)
+    a_many = stats.exponent_many(lags, vals)
+    for k, tid in enumerate(tracks):
+        l1, v1, c1 = stats.msd(ts[tid - 1], ps[tid - 1], max_lag=8)
+        np.testing.assert_allclose(vals[k, l1 - 1], v1)
+        np.testing.assert_array_equal(counts[k, l1 - 1], c1)
+        assert np.isnan(np.delete(vals[k], l1 - 1)).all()
+        if tid % 3:  # no gaps: the same lags are fitted
+            assert d_many[k] == pytest.approx(stats.diffusion_coefficient(l1, v1, 2.0),
+                                              nan_ok=True)
+            assert a_many[k] == pytest.approx(stats.msd_exponent(l1, v1), nan_ok=True)
