@@ -268,3 +268,19 @@ def test_report_renders_in_headless_chromium(demo_report, small_movie, tmp_path)
         assert len(images) == len(build.FIGURES), page
         assert all(complete and width > 0 for complete, width in images), images
         assert errors == [], errors
+
+
+def test_distance_to_nucleus_computed_when_missing(small_movie, tmp_path):
+    d = truth.write_batch(small_movie, tmp_path / "b")
+    p = d / "tables" / "spots.parquet"
+    spots = pd.read_parquet(p)
+    spots.drop(columns="distance_to_nucleus_um").to_parquet(p, index=False)
+    result = build.compute(build.ReportInputs.from_batch_dir(d),
+                           build.ReportConfig(n_permutations=20))
+    ctp = result.tables["cell_stats"]
+    expect = (spots[spots.cell_id > 0].groupby(["t", "cell_id"])["distance_to_nucleus_um"]
+              .mean().rename_axis(["t", "label"]).rename("expect").reset_index())
+    j = ctp.merge(expect, on=["t", "label"])
+    assert len(j) > 0 and j["rna_mean_distance_to_nucleus_um"].notna().all()
+    np.testing.assert_allclose(j["rna_mean_distance_to_nucleus_um"], j["expect"])
+    assert spots["distance_to_nucleus_um"].lt(0).any()  # signed: some RNA inside nuclei

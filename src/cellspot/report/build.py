@@ -227,6 +227,11 @@ def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
     if inputs.drift is not None and Path(inputs.drift).exists():
         drift = pd.read_csv(inputs.drift)
     notes = _notes(cells, spots, drift)
+    if len(spots) and "distance_to_nucleus_um" not in spots:
+        log.info("%s has no distance_to_nucleus_um: computing it from %s", inputs.spots,
+                 inputs.nucleus_labels)
+        spots = spots.assign(distance_to_nucleus_um=coloc_mod.distance_at_spots(
+            spots, nucleus_labels, vs))
 
     ctp = tables.cell_timepoint_table(cells, nuclei, spots, cell_tracks, vs, dt)
     ctr = tables.cell_track_table(cell_tracks, vs, dt, ctp, cfg.msd_max_lag)

@@ -45,6 +45,23 @@ def label_pools(labels: np.ndarray, values: np.ndarray, ids: Sequence[int]) -> d
     return out
 
 
+def distance_at_spots(spots: pd.DataFrame, nuclei, voxel_size: Sequence[float]) -> np.ndarray:
+    """Signed distance (µm) of each spot (``t, z, y, x`` px) to the nucleus surface.
+
+    For spot tables without a ``distance_to_nucleus_um`` column: one distance transform per
+    timepoint with spots, looked up at the rounded positions.
+    """
+    out = np.full(len(spots), np.nan)
+    t_all = spots["t"].to_numpy(int)
+    for t in np.unique(t_all):
+        sel = t_all == t
+        dmap = signed_distance_to_nucleus(np.asarray(nuclei[int(t)]), voxel_size)
+        idx = np.rint(spots.loc[sel, ["z", "y", "x"]].to_numpy(float)).astype(int)
+        idx = np.clip(idx, 0, np.array(dmap.shape) - 1)
+        out[sel] = dmap[tuple(idx.T)]
+    return out
+
+
 @dataclass
 class Colocalisation:
     """Observed vs random-placement statistics of RNA in cells."""
