@@ -58,6 +58,11 @@ class TrackSettings(BaseModel):
     spot_frame: Literal["cell", "sample"] = Field(
         "cell", description="track spots after removing their cell's motion ('cell') or as "
                             "they are ('sample')")
+    spot_tile_size: int = Field(1500, ge=100, description="most spots per frame tracked at "
+                                "once; more are split into stitched (y, x) tiles")
+    detect_divisions: bool = Field(True, description="mark likely divisions for btrack")
+    division_max_volume_ratio: float = Field(0.9, gt=0, description="a daughter is smaller "
+                                             "than this fraction of its mother")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -217,6 +222,93 @@ def link_btrack(coords: np.ndarray, t: np.ndarray, config, features: np.ndarray 
     last_real = out[out.obj >= 0].groupby("track_id")["t"].max()
     out = out[out["t"] <= out["track_id"].map(last_real).fillna(-1).to_numpy()]
     return out.sort_values(["track_id", "t"], kind="stable").reset_index(drop=True)
+
+
+def link_tiled(coords: np.ndarray, t: np.ndarray, config, features: np.ndarray | None = None,
+               volume: Sequence[float] | None = None, tile_size: int = 1500) -> pd.DataFrame:
+    """:func:`link_btrack` on ``(y, x)`` tiles of at most about ``tile_size`` points per frame.
+
+    Tiles are tracked one after the other; then a track that ends next to a tile border is
+    joined to a track that starts in a neighbouring tile within the configuration's
+    ``max_search_radius`` and ``motion_model.max_lost`` frames (closest pairs first). Suited to
+    objects without divisions (spots).
+    """
+    cfg = load_tracker_config(config)
+    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
+    t = np.asarray(t, dtype=np.int64)
+    per_frame = np.bincount(t).max() if len(t) else 0
+    n_tiles = int(np.ceil(per_frame / max(tile_size, 1)))
+    if n_tiles <= 1:
+        return link_btrack(coords, t, cfg, features, volume)
+    lo, hi = coords[:, 1:].min(axis=0), coords[:, 1:].max(axis=0) + 1e-9
+    span = hi - lo
+    ny = max(1, int(round(np.sqrt(n_tiles * span[0] / max(span[1], 1e-9)))))
+    nx = int(np.ceil(n_tiles / ny))
+    # Quantile edges give tiles with equal numbers of points even if density varies.
+    ey = np.quantile(coords[:, 1], np.linspace(0, 1, ny + 1)[1:-1])
+    ex = np.quantile(coords[:, 2], np.linspace(0, 1, nx + 1)[1:-1])
+    tile = np.searchsorted(ey, coords[:, 1]) * nx + np.searchsorted(ex, coords[:, 2])
+    parts, offset = [], 0
+    for k in np.unique(tile):
+        idx = np.flatnonzero(tile == k)
+        p = link_btrack(coords[idx], t[idx], cfg,
+                        None if features is None else features[idx], volume)
+        p["obj"] = np.where(p["obj"] >= 0, idx[np.maximum(p["obj"].to_numpy(), 0)], -1)
+        for c in ("track_id", "parent", "root"):
+            p[c] = np.where(p[c] > 0, p[c] + offset, 0)
+        offset = int(p["track_id"].max()) if len(p) else offset
+        p["tile"] = k
+        parts.append(p)
+    points = pd.concat(parts, ignore_index=True)
+    points = _stitch(points, cfg.max_search_radius, cfg.motion_model.max_lost, int(t.max()))
+    log.info("linked %d points in %d tiles of about %d per frame", len(coords), len(parts),
+             int(np.ceil(per_frame / len(parts))))
+    return points.drop(columns="tile")
+
+
+def _stitch(points: pd.DataFrame, max_distance: float, max_gap: int, t_last: int
+            ) -> pd.DataFrame:
+    """Join tracks that end in one tile to tracks that start in another (see link_tiled)."""
+    from scipy.spatial import cKDTree
+
+    real = points[points["obj"] >= 0]
+    g = real.sort_values("t").groupby("track_id")
+    first, last = g.first(), g.last()
+    ends = last[last["t"] < t_last]
+    starts = first[first["t"] > 0]
+    if len(ends) == 0 or len(starts) == 0:
+        return points
+    tree = cKDTree(starts[_POS].to_numpy())
+    pairs = tree.query_ball_point(ends[_POS].to_numpy(), r=max_distance)
+    cand = []
+    end_pos, start_pos = ends[_POS].to_numpy(), starts[_POS].to_numpy()
+    for i, js in enumerate(pairs):
+        for j in js:
+            gap = starts["t"].iloc[j] - ends["t"].iloc[i]
+            if 1 <= gap <= max_gap + 1 and starts["tile"].iloc[j] != ends["tile"].iloc[i]:
+                cand.append((np.linalg.norm(end_pos[i] - start_pos[j]), i, j))
+    used_e, used_s, rename = set(), set(), {}
+    for _, i, j in sorted(cand):
+        if i in used_e or j in used_s:
+            continue
+        used_e.add(i)
+        used_s.add(j)
+        rename[int(starts.index[j])] = int(ends.index[i])
+    if not rename:
+        return points
+
+    def resolve(k):  # follow chains a <- b <- c
+        seen = set()
+        while k in rename and k not in seen:
+            seen.add(k)
+            k = rename[k]
+        return k
+
+    mapping = {k: resolve(k) for k in rename}
+    points = points.copy()
+    points["track_id"] = points["track_id"].map(lambda k: mapping.get(k, k))
+    points["root"] = points["track_id"]
+    return points.sort_values(["track_id", "t"], kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- tables
@@ -446,7 +538,7 @@ def lineage_offsets(cell_tracks: pd.DataFrame) -> pd.DataFrame:
 
 def track_spots(spots: pd.DataFrame, config, voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
                 cell_tracks: pd.DataFrame | None = None, features: Sequence[str] = (),
-                shape: Sequence[int] | None = None) -> pd.DataFrame:
+                shape: Sequence[int] | None = None, tile_size: int = 1500) -> pd.DataFrame:
     """Track RNA spots (diffusive motion, births and deaths).
 
     Parameters
@@ -460,6 +552,11 @@ def track_spots(spots: pd.DataFrame, config, voxel_size: Sequence[float] = (1.0,
         Tracks table of the cells. When given, spots are linked in the frame of their cell's
         motion (see :func:`lineage_offsets`); spots outside any tracked cell are linked as
         they are.
+    tile_size : int
+        Most spots per frame btrack links at once. btrack's belief matrix is dense (objects x
+        tracks, even in its APPROXIMATE mode), so its time grows with the square of the spots
+        per frame; larger sets are cut into tiles in ``(y, x)`` that are tracked separately
+        and stitched where tracks cross tile borders (:func:`link_tiled`).
 
     Returns
     -------
@@ -492,7 +589,8 @@ def track_spots(spots: pd.DataFrame, config, voxel_size: Sequence[float] = (1.0,
     extent = (np.asarray(shape) * vs) if shape is not None else None
     feats = select_features(spots, features)
     fmat = _standardise(spots[feats].to_numpy()) if feats else None
-    points = link_btrack(coords, spots["t"].to_numpy(), config, fmat, extent)
+    points = link_tiled(coords, spots["t"].to_numpy(), config, fmat, extent,
+                        tile_size=tile_size)
     # Back to the sample frame: real points take their own offset, interpolated ones the
     # offset of the track's previous real point.
     obj = points["obj"].to_numpy()
@@ -649,3 +747,109 @@ def write_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
     """Write a Parquet table atomically."""
     with atomic_output(path) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+# --------------------------------------------------------------------------- one batch
+
+
+def describe_timepoints(objects: pd.DataFrame, n_frames: int, what: str) -> list[str]:
+    """Notes on degenerate input (single timepoint, empty timepoints, everything vanishing)."""
+    notes = []
+    counts = np.bincount(objects["t"].to_numpy(np.int64), minlength=n_frames)[:n_frames] \
+        if len(objects) else np.zeros(n_frames, dtype=np.int64)
+    if n_frames == 1:
+        notes.append(f"{what}: the movie has a single timepoint; tracks have length 1")
+    empty = np.flatnonzero(counts == 0)
+    if len(empty) == n_frames:
+        notes.append(f"{what}: no objects at any timepoint; outputs are empty")
+    elif len(empty):
+        notes.append(f"{what}: no objects at timepoints {empty.tolist()}")
+        last = np.flatnonzero(counts > 0).max()
+        if last < n_frames - 1:
+            notes.append(f"{what}: all objects vanish after timepoint {int(last)}")
+    return notes
+
+
+def track_batch(cells_table: str | os.PathLike, cell_labels: str | os.PathLike,
+                outputs: dict[str, str | os.PathLike], settings: TrackSettings | None = None,
+                spots_table: str | os.PathLike | None = None) -> dict:
+    """Track one batch and write every output atomically.
+
+    Parameters
+    ----------
+    cells_table, spots_table : path
+        ``tables/cells.parquet`` and ``tables/spots.parquet`` of the merge stage.
+    cell_labels : path
+        ``labels/cells.zarr`` (TZYX NGFF label image) the cell table's labels refer to.
+    outputs : dict
+        Paths for ``cell_tracks`` (Parquet), ``spot_tracks`` (Parquet), ``tracked_labels``
+        (NGFF labels), ``ctc`` (folder), ``napari`` (CSV; its ``.graph.json`` is written
+        next to it).
+
+    Returns
+    -------
+    dict
+        Counts and the notes logged about degenerate input.
+    """
+    from .omezarr import create_labels, open_array, read_meta
+
+    settings = settings or TrackSettings()
+    labels = open_array(cell_labels)
+    meta = read_meta(cell_labels)
+    if labels.ndim != 4:
+        raise ValueError(f"{cell_labels}: expected TZYX labels, got shape {labels.shape}")
+    n_t = labels.shape[0]
+    cells = pd.read_parquet(cells_table)
+    if len(cells) and (cells["t"].max() >= n_t or cells["t"].min() < 0):
+        raise ValueError(f"{cells_table}: timepoints {cells['t'].min()}..{cells['t'].max()} "
+                         f"outside the {n_t} timepoints of {cell_labels}")
+    notes = describe_timepoints(cells, n_t, "cells")
+    for n in notes:
+        log.warning(n)
+    vs = meta.voxel_size
+    feats = [f for f in settings.cell_features if f.endswith("*") or f in cells.columns]
+    if len(feats) < len(settings.cell_features):
+        log.warning("cell features missing from %s: %s", cells_table,
+                    sorted(set(settings.cell_features) - set(feats)))
+    cell_tracks = track_cells(
+        cells, settings.cell_config, vs, feats, shape=labels.shape[1:],
+        divisions=settings.detect_divisions,
+        division_options={"max_volume_ratio": settings.division_max_volume_ratio})
+
+    spot_tracks = None
+    if settings.track_spots and spots_table is not None:
+        spots = pd.read_parquet(spots_table)
+        snotes = describe_timepoints(spots, n_t, "spots")
+        for n in snotes:
+            log.warning(n)
+        notes += snotes
+        sfeats = [f for f in settings.spot_features if f.endswith("*") or f in spots.columns]
+        spot_tracks = track_spots(
+            spots, settings.spot_config, vs,
+            cell_tracks if settings.spot_frame == "cell" else None, sfeats,
+            shape=labels.shape[1:], tile_size=settings.spot_tile_size)
+
+    write_table(outputs["cell_tracks"], cell_tracks)
+    if "spot_tracks" in outputs:
+        write_table(outputs["spot_tracks"],
+                    spot_tracks if spot_tracks is not None else empty_tracks())
+    if "tracked_labels" in outputs:
+        with atomic_output(outputs["tracked_labels"]) as tmp:
+            arr = create_labels(tmp, labels.shape, meta, "cells_tracked", dtype="uint32",
+                                chunks=labels.chunks)
+            relabel_by_track(labels, cell_tracks, out=arr)
+    lbep = write_ctc(outputs["ctc"], labels, cell_tracks) if "ctc" in outputs else None
+    if "napari" in outputs:
+        write_napari_tracks(outputs["napari"], cell_tracks)
+    summary = {
+        "timepoints": n_t,
+        "cells": len(cells),
+        "cell_tracks": int(cell_tracks["track_id"].nunique()),
+        "divisions": int((cell_tracks.groupby("track_id")["parent"].first() > 0).sum() // 2)
+        if len(cell_tracks) else 0,
+        "ctc_tracks": None if lbep is None else len(lbep),
+        "spot_tracks": None if spot_tracks is None else int(spot_tracks["track_id"].nunique()),
+        "notes": notes,
+    }
+    log.info("tracking summary: %s", summary)
+    return summary
