@@ -49,6 +49,7 @@ from cellspot.omezarr import (
 from cellspot.register import (
     RegistrationSettings,
     estimate_drift,
+    map_overlap_exact,
     plot_drift,
     shift_dask,
     write_drift_csv,
@@ -248,8 +249,8 @@ def filter_dask(arr: da.Array, filters: Sequence, voxel_size: Sequence[float]) -
     hz, hy, hx = filter_halo(filters, voxel_size)
     depth = {i: 0 for i in range(arr.ndim - 3)}
     depth.update({arr.ndim - 3: hz, arr.ndim - 2: hy, arr.ndim - 1: hx})
-    return arr.map_overlap(_filter_block, depth=depth, boundary="none", dtype=np.float32,
-                           filters=list(filters), voxel_size=tuple(voxel_size))
+    return map_overlap_exact(arr, _filter_block, depth, filters=list(filters),
+                             voxel_size=tuple(voxel_size))
 
 
 # --------------------------------------------------------------------------- intensity statistics

@@ -273,6 +273,21 @@ def shift_volume(volume: np.ndarray, drift: Sequence[float], order: int = 1) -> 
                      order=order, mode="constant", cval=0.0, prefilter=order > 1)
 
 
+def map_overlap_exact(arr: da.Array, func, depth: dict[int, int], **kwargs) -> da.Array:
+    """``arr.map_overlap(func, depth, boundary="none")``, also when a halo exceeds the array.
+
+    An axis whose halo is at least its length is made a single chunk (no halo needed then).
+    """
+    depth = dict(depth)
+    single = {ax: -1 for ax, d in depth.items() if d > 0 and d >= arr.shape[ax]}
+    if single:
+        arr = arr.rechunk(single)
+    for ax in list(depth):
+        if arr.numblocks[ax] == 1:
+            depth[ax] = 0
+    return arr.map_overlap(func, depth=depth, boundary="none", dtype=np.float32, **kwargs)
+
+
 def _shift_margin(order: int) -> int:
     # spline prefiltering (order > 1) is global but decays as 0.268**n: 12 voxels < 1e-6
     return 1 if order <= 1 else 12
@@ -289,6 +304,8 @@ def _shift_block(block: np.ndarray, shifts: np.ndarray, order: int, block_info=N
 def shift_dask(arr: da.Array, shifts: np.ndarray, order: int = 1) -> da.Array:
     """Undo per-timepoint drift of a ``(T, Z, Y, X)`` dask array, chunk by chunk.
 
+    Output chunks equal the input's unless a halo exceeds an axis (then that axis is one chunk).
+
     The halo of each chunk covers the largest shift plus the interpolation support, so the
     result equals :func:`shift_volume` on whole volumes.
     """
@@ -296,9 +313,8 @@ def shift_dask(arr: da.Array, shifts: np.ndarray, order: int = 1) -> da.Array:
     depth = {0: 0}
     for ax in range(3):
         need = int(math.ceil(np.abs(shifts[:, ax]).max())) + _shift_margin(order)
-        depth[ax + 1] = need if arr.numblocks[ax + 1] > 1 else 0
-    return arr.map_overlap(_shift_block, depth=depth, boundary="none", dtype=np.float32,
-                           shifts=shifts, order=order)
+        depth[ax + 1] = need
+    return map_overlap_exact(arr, _shift_block, depth, shifts=shifts, order=order)
 
 
 # --------------------------------------------------------------------------- outputs
