@@ -169,6 +169,13 @@ def link_btrack(coords: np.ndarray, t: np.ndarray, config, features: np.ndarray 
         return empty
     if t.min() < 0:
         raise ValueError("timepoints must be >= 0")
+    if len(np.unique(t)) == 1:
+        # btrack refuses a single frame (NO_USEABLE_FRAMES); each object is its own track.
+        n = len(coords)
+        ids = np.arange(1, n + 1)
+        return pd.DataFrame({"track_id": ids, "t": t, "z": coords[:, 0], "y": coords[:, 1],
+                             "x": coords[:, 2], "obj": np.arange(n), "parent": 0,
+                             "root": ids, "generation": 0})
     names = [f"f{i}" for i in range(features.shape[1])] if features is not None else []
     cfg.features = names
     if volume is not None:
