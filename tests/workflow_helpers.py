@@ -1,0 +1,74 @@
+"""Running the workflow from tests: a deployed working directory and Snakemake subprocesses."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_workdir(root: Path, movies: dict[str, Path], **config_updates) -> Path:
+    """A working directory as a user deploys it: ``config/`` with a samples sheet of ``movies``."""
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for key, value in config_updates.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    rows = "".join(f"{name}\t{path}\n" for name, path in movies.items())
+    (root / "config" / "samples.tsv").write_text("batch\tpath\n" + rows)
+    return root
+
+
+def update_config(workdir: Path, **updates) -> None:
+    path = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    for key, value in updates.items():
+        if isinstance(value, dict):
+            config.setdefault(key, {}).update(value)
+        else:
+            config[key] = value
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800,
+              cores: int = 2) -> subprocess.CompletedProcess:
+    """Run Snakemake on the repository's Snakefile in ``workdir``."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--cores", str(cores), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n"
+                             f"{proc.stderr[-10000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Jobs a dry run would execute, by rule: the 'Job stats' table of ``snakemake -n``."""
+    proc = snakemake(workdir, "-n", *args)
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def copy_movie(src: Path, dst_dir: Path, name: str) -> Path:
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / name
+    shutil.copy(src, dst)
+    return dst
