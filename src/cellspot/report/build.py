@@ -47,6 +47,47 @@ FIGURES = {
 }
 
 
+# Headline numbers of the page: summary column -> (label, factor to the unit shown).
+SUMMARY_LABELS = {
+    "n_timepoints": ("timepoints", 1),
+    "mean_cells_per_timepoint": ("cells per timepoint (mean)", 1),
+    "n_cell_tracks": ("cell tracks", 1),
+    "n_divisions": ("divisions", 1),
+    "median_cycle_time_s": ("cell cycle, birth to division (median, min)", 1 / 60),
+    "mean_cell_volume_um3": ("cell volume (mean, µm³)", 1),
+    "mean_cell_speed_um_s": ("cell speed (mean, µm/min)", 60),
+    "mean_persistence": ("track persistence (mean)", 1),
+    "n_rna_spots": ("RNA spots", 1),
+    "n_rna_in_cells": ("RNA spots inside cells", 1),
+    "mean_rna_per_cell": ("RNA per cell (mean)", 1),
+    "median_rna_per_cell": ("RNA per cell (median)", 1),
+    "fraction_rna_nuclear": ("fraction of RNA in nuclei", 1),
+    "fraction_rna_cytoplasmic": ("fraction of RNA in cytoplasm", 1),
+    "coloc_null_fraction_nuclear": ("… expected under random placement", 1),
+    "coloc_p_nuclear_two_sided": ("… p-value (permutation test, two-sided)", 1),
+    "coloc_mean_distance_um": ("RNA distance to nucleus surface (mean, µm)", 1),
+    "coloc_null_mean_distance_um": ("… expected under random placement (µm)", 1),
+    "coloc_p_distance_two_sided": ("… p-value (permutation test, two-sided)", 1),
+    "n_rna_tracks": ("RNA tracks", 1),
+    "median_rna_diffusion_um2_s": ("RNA diffusion coefficient, lab frame (median, µm²/s)", 1),
+    "median_rna_diffusion_in_cell_um2_s": ("RNA diffusion relative to its cell "
+                                           "(median, µm²/s)", 1),
+    "max_drift_px": ("largest drift (px)", 1),
+    "n_drift_flagged": ("timepoints flagged by drift estimation", 1),
+}
+
+
+def readable_summary(row: Mapping) -> dict:
+    """The summary row with labels and units for people (values absent from ``row`` skipped)."""
+    out = {}
+    for key, (label, factor) in SUMMARY_LABELS.items():
+        if key in row:
+            v = row[key]
+            out[label if label not in out else f"{label} ({key})"] = (
+                v * factor if factor != 1 and v is not None else v)
+    return out
+
+
 class ReportConfig(BaseModel):
     """Settings of the report stage (config key ``report:``)."""
 
@@ -301,7 +342,7 @@ def make_report(inputs: ReportInputs, outputs: ReportOutputs, cfg: ReportConfig 
         with omezarr.atomic_output(outputs.figure(fig.name)) as tmp:
             Path(tmp).write_bytes(fig.png)
     meta = omezarr.read_meta(inputs.image)
-    summary = result.tables["batch_summary"].iloc[0].drop("notes").to_dict()
+    summary = readable_summary(result.tables["batch_summary"].iloc[0].to_dict())
     info = {"batch": batch, "voxel size (z, y, x) µm": ", ".join(f"{v:g}" for v in meta.voxel_size),
             "time step (s)": meta.time_interval}
     page = html.render(

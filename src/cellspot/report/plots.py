@@ -219,11 +219,17 @@ def trajectories_figure(cell_points: pd.DataFrame, rna_points: pd.DataFrame | No
     return fig
 
 
-def _hist(ax, values, bins, xlabel, title, **kw):
+def _hist(ax, values, bins, xlabel, title, log: bool = False, **kw):
     values = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    if log:  # heavy-tailed positive quantities (diffusion coefficients)
+        values = values[values > 0]
     if len(values) == 0:
         _message(ax, f"No data: {title.lower()}")
         return
+    if log:
+        lo, hi = np.log10(values.min()), np.log10(values.max())
+        bins = np.logspace(lo, hi if hi > lo else lo + 1, bins + 1)
+        ax.set_xscale("log")
     ax.hist(values, bins=bins, **kw)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
@@ -288,7 +294,7 @@ def rna_motion_figure(rna_tracks: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(10, 3.6))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     _hist(ax1, rna_tracks.get("diffusion_um2_s", []), 30, "D (µm²/s)",
-          "RNA diffusion coefficient (lab frame)", color="C4")
+          "RNA diffusion coefficient (lab frame)", log=True, color="C4")
     _hist(ax2, rna_tracks.get("diffusion_in_cell_um2_s", []), 30, "D (µm²/s)",
-          "RNA diffusion relative to its cell", color="C5")
+          "RNA diffusion relative to its cell", log=True, color="C5")
     return fig
