@@ -481,7 +481,7 @@ def _split_waists(g: _Graph, ratio: float) -> None:
         if len(chain) < 3:
             continue
         links = np.array([_link_iou(g, a, b) for a, b in zip(chain[:-1], chain[1:])])
-        for cut in _split_profile(area[chain], ratio, links):
+        for cut in _split_profile(area[chain], ratio, links, concave=True):
             a, b = chain[cut - 1], chain[cut]
             g.nxt[a], g.prv[b] = 0, 0
 
@@ -679,7 +679,7 @@ def assign_nuclei(cells: np.ndarray, nuclei: np.ndarray, min_overlap: float = 0.
     df = pd.DataFrame({"nucleus_id": pn, "cell_id": pc, "count": counts})
     best = df[df.cell_id > 0].sort_values("count", ascending=False).drop_duplicates("nucleus_id")
     best = best.set_index("nucleus_id").reindex(ids)
-    cell = best["cell_id"].fillna(0).astype(np.int64).to_numpy()
+    cell = best["cell_id"].fillna(0).astype(np.int64).to_numpy().copy()
     frac = (best["count"].fillna(0).to_numpy() / size[ids])
     cell[frac < min_overlap] = 0
     return pd.DataFrame({"nucleus_id": ids.astype(np.int64), "cell_id": cell, "overlap": frac})
@@ -730,13 +730,14 @@ def _link_spot_detections(z: np.ndarray, yx_um: np.ndarray, radius: float,
     return nxt, prv
 
 
-def _split_profile(values: np.ndarray, ratio: float,
-                   links: np.ndarray | None = None) -> list[int]:
+def _split_profile(values: np.ndarray, ratio: float, links: np.ndarray | None = None,
+                   concave: bool = False) -> list[int]:
     """Cut points of a profile along z at minima below ``ratio`` x both neighbouring maxima.
 
-    Returns indices ``i`` where a new part starts. The minimum joins the side it is linked to
-    more strongly (``links[k]`` between members ``k`` and ``k + 1``, e.g. IoU), else the side
-    whose adjacent value is closer to it.
+    Returns indices ``i`` where a new part starts. With ``concave`` (section areas of convex
+    objects), the minimum joins the side that keeps both parts' profiles concave at the cut;
+    otherwise (or on a tie) the side it is linked to more strongly (``links[k]`` between
+    members ``k`` and ``k + 1``, e.g. IoU), else the side whose value is closer to it.
     """
     values = np.asarray(values, float)
     cuts = []
@@ -747,7 +748,10 @@ def _split_profile(values: np.ndarray, ratio: float,
         v = values[i]
         if (v < values[i - 1] and v <= values[i + 1]
                 and v < ratio * min(values[start:i].max(), values[i + 1:].max())):
-            if links is not None:
+            bend = _concavity_violation(values, start, i)
+            if concave and bend[0] != bend[1]:
+                to_left = bend[0] < bend[1]
+            elif links is not None:
                 to_left = links[i - 1] >= links[i]
             else:
                 to_left = abs(v - values[i - 1]) <= abs(v - values[i + 1])
@@ -758,6 +762,30 @@ def _split_profile(values: np.ndarray, ratio: float,
             continue
         i += 1
     return cuts
+
+
+def _concavity_violation(values: np.ndarray, start: int, i: int) -> tuple[float, float]:
+    """How much cutting after / before the minimum ``i`` makes the parts' ends convex.
+
+    The section area of a convex object is a concave function of z; a positive second
+    difference at a part's end (its last or first three values) is a violation.
+    """
+    def viol(a, b, c):
+        return max(0.0, a - 2 * b + c)
+
+    n = len(values)
+    v = values
+    left = 0.0  # minimum with the left part: left ends ... i-2, i-1, i; right starts i+1..
+    if i - 2 >= start:
+        left += viol(v[i - 2], v[i - 1], v[i])
+    if i + 3 < n:
+        left += viol(v[i + 1], v[i + 2], v[i + 3])
+    right = 0.0  # minimum with the right part
+    if i - 3 >= start:
+        right += viol(v[i - 3], v[i - 2], v[i - 1])
+    if i + 2 < n:
+        right += viol(v[i], v[i + 1], v[i + 2])
+    return left, right
 
 
 def _window_values(image: np.ndarray, centres: np.ndarray, radius) -> tuple[np.ndarray, np.ndarray]:
@@ -1248,110 +1276,57 @@ def slice_labels(labels3d: np.ndarray, seed: int | None = None, p_drop: float = 
 # --------------------------------------------------------------------------- segmentation I/O
 
 
-@dataclass
-class Segmentation:
-    """Per-slice segmentation of a movie, read lazily timepoint by timepoint.
+class SegmentationBlocks:
+    """The per-slice segmentation of a batch, block stores of the segment stage, by timepoint.
 
-    Layout of ``results/{batch}/segment/`` (see :func:`read_segmentation`).
+    Each store is ``results/{batch}/segment/{model}/tAAAA-BBBB.zarr`` as written by
+    :func:`cellspot.segment_infer.segment_block`: arrays ``cell``/``nucleus`` (model "cells") or
+    ``spots`` (model "spots"), ``(T_block, Z, Y, X)`` int32 with ids unique within a slice, and
+    ``instances.parquet`` (``t, z, class, instance, score, y0, x0, y1, x1, area, y, x``) whose
+    ``class == "spot"`` rows are the spot detections. Stores are opened lazily; a timepoint
+    reads one slice stack per class.
     """
 
-    blocks: list[tuple[int, int, Path]]   # (t_start, t_stop, zarr group path)
-    detections: pd.DataFrame              # t, z, y, x, score, area
-    n_timepoints: int
-    shape: tuple[int, int, int]
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        from .segment_infer import read_segmentation as read_block
 
-    def timepoint(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None, pd.DataFrame]:
-        """(cells_2d, nuclei_2d, spot detections) of timepoint ``t``; a missing class is None."""
-        import zarr
+        self.blocks = []
+        for p in paths:
+            seg = read_block(p)
+            self.blocks.append((seg, Path(p)))
+        self.shape = None
+        for seg, p in self.blocks:
+            for name, arr in seg.arrays.items():
+                if arr.ndim != 4:
+                    raise OmeZarrError(f"{p}/{name}: expected (T, Z, Y, X), got {arr.shape}")
+                if self.shape is None:
+                    self.shape = tuple(arr.shape[1:])
+                elif tuple(arr.shape[1:]) != self.shape:
+                    raise OmeZarrError(f"{p}/{name}: slices {arr.shape[1:]} differ from "
+                                       f"{self.shape} of the other stores")
 
-        for t0, t1, path in self.blocks:
-            if t0 <= t < t1:
-                group = zarr.open_group(str(path), mode="r")
-                out = []
-                for cls in ("cells", "nuclei"):
-                    out.append(np.asarray(group[cls][t - t0]) if cls in group else None)
-                det = self.detections[self.detections["t"] == t].reset_index(drop=True)
-                return out[0], out[1], det
-        raise KeyError(f"timepoint {t} not in the segmentation")
+    @property
+    def n_timepoints(self) -> int:
+        return max((seg.t_stop for seg, _ in self.blocks), default=0)
 
+    def _block(self, t: int, array: str):
+        for seg, p in self.blocks:
+            if seg.t_start <= t < seg.t_stop and array in seg.arrays:
+                return seg
+        return None
 
-def read_segmentation(path: str | os.PathLike) -> Segmentation:
-    """Open the per-slice segmentation written by the segment stage.
+    def labels(self, t: int, array: str) -> np.ndarray | None:
+        """Per-slice instance stack ``(Z, Y, X)`` of class array ``array`` at ``t``, or None."""
+        seg = self._block(t, array)
+        return None if seg is None else np.asarray(seg.arrays[array][t - seg.t_start])
 
-    Expected layout (a folder)::
-
-        segment/
-          t0000-0004.zarr/     Zarr group per block of timepoints; attrs {"t_start": 0}
-            cells/             int (Tb, Z, Y, X), per-slice instance ids (unique within a slice)
-            nuclei/            int (Tb, Z, Y, X)
-          *.parquet            spot detections: t, z (slice), y, x (sub-pixel px)[, score, area]
-
-    A single Zarr group (``path`` itself holding ``cells``/``nuclei``) is accepted too. The
-    block's first timepoint is ``attrs["t_start"]``, else parsed from the name ``tAAAA-BBBB``.
-    """
-    import zarr
-
-    path = Path(path)
-    if not path.exists():
-        raise OmeZarrError(f"{path}: segmentation not found")
-    groups = [path] if (path / ".zgroup").exists() or (path / "zarr.json").exists() else sorted(
-        p for p in path.iterdir() if p.is_dir() and p.suffix == ".zarr")
-    blocks = []
-    shape = None
-    for gp in groups:
-        try:
-            grp = zarr.open_group(str(gp), mode="r")
-        except Exception as exc:
-            raise OmeZarrError(f"{gp}: not a readable Zarr group ({exc})") from exc
-        arrays = [grp[c] for c in ("cells", "nuclei") if c in grp]
-        if not arrays:
-            raise OmeZarrError(f"{gp}: no 'cells' or 'nuclei' array")
-        for a in arrays:
-            if a.ndim != 4:
-                raise OmeZarrError(f"{gp}/{a.basename}: expected (T, Z, Y, X), got {a.shape}")
-        t0 = grp.attrs.get("t_start")
-        if t0 is None:
-            stem = gp.name.split(".")[0]
-            try:
-                t0 = int(stem.lstrip("t").split("-")[0])
-            except ValueError:
-                t0 = 0
-        blocks.append((int(t0), int(t0) + arrays[0].shape[0], gp))
-        shape = shape or tuple(arrays[0].shape[1:])
-    tables = [pd.read_parquet(p) for p in sorted(path.glob("*.parquet"))] if path.is_dir() else []
-    det = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
-        {c: pd.Series([], dtype=float) for c in ("t", "z", "y", "x", "score", "area")})
-    missing = {"t", "z", "y", "x"} - set(det.columns)
-    if missing:
-        raise OmeZarrError(f"{path}: spot detections lack columns {sorted(missing)}")
-    n_t = max((b[1] for b in blocks), default=int(det["t"].max()) + 1 if len(det) else 0)
-    return Segmentation(sorted(blocks), det, n_t, shape)
-
-
-def write_segmentation(path: str | os.PathLike, cells_2d: np.ndarray | None,
-                       nuclei_2d: np.ndarray | None, detections: pd.DataFrame | None,
-                       t_start: int = 0) -> None:
-    """Write a block of per-slice segmentation in the layout :func:`read_segmentation` reads.
-
-    For tests and for the segment stage to share one format; ``path`` is the ``segment/``
-    folder, arrays are (T, Z, Y, X).
-    """
-    import zarr
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    t_stop = t_start + (cells_2d if cells_2d is not None else nuclei_2d).shape[0]
-    name = f"t{t_start:04d}-{t_stop - 1:04d}"
-    with atomic_output(path / f"{name}.zarr") as tmp:
-        grp = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        grp.attrs["t_start"] = int(t_start)
-        for cls, arr in (("cells", cells_2d), ("nuclei", nuclei_2d)):
-            if arr is not None:
-                grp.create_array(cls, data=np.asarray(arr, np.int32),
-                                 chunks=(1, 1) + tuple(arr.shape[2:]))
-    if detections is not None:
-        with atomic_output(path / f"{name}.spots.parquet") as tmp:
-            detections.to_parquet(tmp, index=False)
+    def detections(self, t: int, cls: str = "spot") -> pd.DataFrame | None:
+        """Rows of class ``cls`` at ``t`` of the instance tables (None: no store covers t)."""
+        parts = [seg.table[(seg.table["t"] == t) & (seg.table["class"] == cls)]
+                 for seg, _ in self.blocks if seg.t_start <= t < seg.t_stop]
+        if not parts:
+            return None
+        return pd.concat(parts, ignore_index=True)
 
 
 # --------------------------------------------------------------------------- driver
@@ -1361,34 +1336,38 @@ LABEL_NAMES = ("cells", "nuclei", "semantic", "spots")
 TABLE_NAMES = ("cells", "nuclei", "spots")
 
 
-def run_merge(segmentation: str | os.PathLike, image: str | os.PathLike,
+def run_merge(segmentation: Sequence[str | os.PathLike], image: str | os.PathLike,
               labels_out: dict[str, str | os.PathLike], tables_out: dict[str, str | os.PathLike],
               settings: MergeSettings | None = None) -> None:
     """Merge a batch: read the segmentation and the preprocessed image, write labels and tables.
 
     Parameters
     ----------
-    segmentation : path of the ``segment/`` folder (:func:`read_segmentation`)
+    segmentation : paths of the segment stage's block stores (both models; see
+        :class:`SegmentationBlocks`)
     image : path of ``preprocessed.ome.zarr`` (TCZYX)
     labels_out : {"cells", "nuclei", "semantic", "spots"} -> label image path (``.zarr``)
     tables_out : {"cells", "nuclei", "spots"} -> parquet path
+
+    A timepoint without segmentation, or without objects, gives empty labels and no rows.
     """
     s = settings or MergeSettings()
+    missing = (set(LABEL_NAMES) - set(labels_out)) | (set(TABLE_NAMES) - set(tables_out))
+    if missing:
+        raise ValueError(f"run_merge: no output path for {sorted(missing)}")
     meta = read_meta(image)
     img = open_array(image)
     if img.ndim != 5:
         raise OmeZarrError(f"{image}: expected a TCZYX image, got shape {img.shape}")
-    seg = read_segmentation(segmentation)
+    meta.channel_index(s.spots.channel)  # fail early on a wrong channel name
+    seg = SegmentationBlocks(segmentation)
     T = img.shape[0]
-    shape = tuple(img.shape[2:])
+    shape = tuple(int(v) for v in img.shape[2:])
     if seg.shape is not None and seg.shape != shape:
-        raise OmeZarrError(f"{segmentation}: slices {seg.shape} do not match the image {shape} "
+        raise OmeZarrError(f"segmentation slices {seg.shape} do not match the image {shape} "
                            f"of {image}")
     if seg.n_timepoints > T:
-        raise OmeZarrError(f"{segmentation}: {seg.n_timepoints} timepoints but {image} has {T}")
-    missing = set(LABEL_NAMES) - set(labels_out) | set(TABLE_NAMES) - set(tables_out)
-    if missing:
-        raise ValueError(f"run_merge: no output path for {sorted(missing)}")
+        raise OmeZarrError(f"segmentation has {seg.n_timepoints} timepoints but {image} has {T}")
     tables: dict[str, list[pd.DataFrame]] = {k: [] for k in TABLE_NAMES}
     with contextlib.ExitStack() as stack:
         arrays = {}
@@ -1400,12 +1379,10 @@ def run_merge(segmentation: str | os.PathLike, image: str | os.PathLike,
                                          properties=props)
         tmp_tables = {k: stack.enter_context(atomic_output(tables_out[k])) for k in TABLE_NAMES}
         for t in range(T):
-            try:
-                cells_2d, nuclei_2d, det = seg.timepoint(t)
-            except KeyError:
+            cells_2d, nuclei_2d = seg.labels(t, "cell"), seg.labels(t, "nucleus")
+            det = seg.detections(t, "spot")
+            if cells_2d is None and nuclei_2d is None and det is None:
                 log.warning("timepoint %d has no segmentation: empty labels", t)
-                cells_2d = nuclei_2d = None
-                det = None
             frame = np.asarray(img[t], np.float32)
             res = merge_timepoint(cells_2d, nuclei_2d, det, frame, meta, s, shape)
             for name in LABEL_NAMES:
@@ -1419,6 +1396,5 @@ def run_merge(segmentation: str | os.PathLike, image: str | os.PathLike,
                      len(res.nucleus_table), len(res.spot_table))
         for name in TABLE_NAMES:
             nonempty = [tb for tb in tables[name] if len(tb)]
-            df = pd.concat(nonempty, ignore_index=True) if nonempty else tables[name][0] \
-                if tables[name] else pd.DataFrame({"t": pd.Series([], dtype="int64")})
+            df = pd.concat(nonempty, ignore_index=True) if nonempty else tables[name][0]
             df.to_parquet(tmp_tables[name], index=False)
