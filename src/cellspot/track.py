@@ -65,6 +65,13 @@ class TrackSettings(BaseModel):
                                              "than this fraction of its mother")
 
 
+    @classmethod
+    def from_config(cls, section: dict | None) -> "TrackSettings":
+        """Settings from the workflow's ``track:`` section (resource keys are ignored)."""
+        section = {k: v for k, v in (section or {}).items() if k not in ("mem_mb", "runtime")}
+        return cls(**section)
+
+
 # --------------------------------------------------------------------------- configuration
 
 
