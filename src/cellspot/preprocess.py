@@ -398,6 +398,9 @@ def normalize_block(block: np.ndarray, offset: float, scale: float, fill: float)
 # --------------------------------------------------------------------------- settings
 
 
+RESOURCE_KEYS = ("threads", "mem_mb", "runtime")
+
+
 class PreprocessSettings(_Model):
     """Settings of the preprocessing stage (the ``preprocess:`` config section).
 
@@ -408,6 +411,12 @@ class PreprocessSettings(_Model):
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
     scheduler: Literal["threads", "distributed"] = "threads"
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> "PreprocessSettings":
+        """Settings from the ``preprocess:`` config section, minus the job's resources."""
+        section = {k: v for k, v in (section or {}).items() if k not in RESOURCE_KEYS}
+        return cls.model_validate(section)
 
     def resolve_channels(self, roles: dict[str, str | int] | None,
                          channel_names: Sequence[str] | None = None) -> "PreprocessSettings":
