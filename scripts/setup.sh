@@ -26,7 +26,7 @@ PYTHON=${PYTHON:-python3}
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 # ------------------------------------------------------------ Debian packages
-APT_PKGS="libeigen3-dev build-essential chromium chromium-driver"
+APT_PKGS="libeigen3-dev build-essential libgl1 libglib2.0-0 chromium chromium-driver"
 if [ "${CELLSPOT_APT:-1}" = 1 ] && command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; then
   missing=""
   for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

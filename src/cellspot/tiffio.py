@@ -251,3 +251,25 @@ def open_movie(
     meta = ImageMeta(channel_names=tuple(names), voxel_size=tuple(vs), time_interval=float(dt),
                      name=path.name.split(".")[0])
     return TiffMovie(path, file_axes, shape, np.dtype(data.dtype), meta, tif, data)
+
+
+def count_timepoints(path: str | Path, axes: str | None = None) -> int:
+    """Number of timepoints of a movie, read from its header alone (fast, for planning jobs).
+
+    OME-TIFF and ImageJ files state it in their metadata; other files are opened lazily.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_ome and tif.ome_metadata:
+                image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+                pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+                return int(pixels.get("SizeT", 1))
+            if tif.is_imagej and tif.imagej_metadata:
+                return int(tif.imagej_metadata.get("frames", 1))
+    except (KeyError, ValueError, TypeError, tifffile.TiffFileError):
+        pass  # fall through to the full (lazy) open, which reports problems clearly
+    with open_movie(path, axes) as movie:
+        return movie.shape[0]

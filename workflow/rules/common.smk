@@ -10,7 +10,9 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from cellspot.batches import discover_batches  # noqa: E402
+from cellspot.omezarr import open_array  # noqa: E402
 from cellspot.provenance import code_fingerprint, workflow_version  # noqa: E402
+from cellspot.tiffio import count_timepoints  # noqa: E402
 
 
 validate(config, "../../config/schema/config.schema.yaml")
@@ -33,3 +35,17 @@ def batch_info(wildcards):
 
 def batch_movie(wildcards):
     return BATCHES[wildcards.batch].path
+
+
+def n_timepoints(batch):
+    """Timepoints of a batch: from its OME-Zarr once ingested, else from the movie's header."""
+    raw = Path(f"results/{batch}/raw.ome.zarr")
+    if (raw / "0" / ".zarray").exists():
+        return open_array(raw).shape[0]
+    return count_timepoints(BATCHES[batch].path, BATCHES[batch].axes)
+
+
+def timepoint_blocks(batch):
+    """(start, stop) blocks of `segment.timepoints_per_job` timepoints covering the movie."""
+    n, k = n_timepoints(batch), config["segment"]["timepoints_per_job"]
+    return [(a, min(a + k, n)) for a in range(0, n, k)]
