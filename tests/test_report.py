@@ -284,3 +284,16 @@ def test_distance_to_nucleus_computed_when_missing(small_movie, tmp_path):
     assert len(j) > 0 and j["rna_mean_distance_to_nucleus_um"].notna().all()
     np.testing.assert_allclose(j["rna_mean_distance_to_nucleus_um"], j["expect"])
     assert spots["distance_to_nucleus_um"].lt(0).any()  # signed: some RNA inside nuclei
+
+
+def test_command_line(small_movie, tmp_path, capsys):
+    from cellspot.report.__main__ import main
+
+    d = truth.write_batch(small_movie, tmp_path / "b7")
+    assert main(["batch", str(d)]) == 0
+    assert "cellspot report: b7" in (d / "report" / "report.html").read_text()
+    assert main(["summary", str(d / "tables" / "batch_summary.parquet"), "-o",
+                 str(tmp_path / "s")]) == 0
+    assert pd.read_csv(tmp_path / "s" / "batches.csv")["batch"].tolist() == ["b7"]
+    assert main(["batch", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err

@@ -35,7 +35,8 @@ def signed_distance_to_nucleus(nuclei: np.ndarray, voxel_size: Sequence[float]) 
 def label_pools(labels: np.ndarray, values: np.ndarray, ids: Sequence[int]) -> dict[int, np.ndarray]:
     """Values of ``values`` at every voxel of each label in ``ids`` (one sort, no per-label scan)."""
     flat = np.asarray(labels).ravel()
-    order = np.argsort(flat, kind="stable")
+    inside = np.flatnonzero(flat)  # background is never a pool: do not sort it
+    order = inside[np.argsort(flat[inside], kind="stable")]
     sorted_labels = flat[order]
     vals = np.asarray(values).ravel()[order]
     out = {}

@@ -163,7 +163,7 @@ def lineage_figure(cell_tracks: pd.DataFrame, dt: float) -> Figure:
     for r in roots:
         place(r)
     n = len(ypos)
-    fig = Figure(figsize=(6.5, max(2.5, 0.22 * n + 1)))
+    fig = Figure(figsize=(6.5, min(25.0, max(2.5, 0.22 * n + 1))))  # capped for huge lineages
     ax = fig.add_subplot()
     minutes = dt / 60.0
     for tid, y in ypos.items():
