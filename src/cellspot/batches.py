@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import BatchError  # noqa: F401 - re-exported
+
 BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MOVIE_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
 OPTIONAL_COLUMNS = ("axes", "channel_names", "voxel_size", "time_interval")
-
-
-class BatchError(ValueError):
-    """The samples sheet or the inbox does not describe valid batches."""
 
 
 @dataclass(frozen=True)

@@ -124,12 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from .batches import BatchError
-    from .omezarr import OmeZarrError
-    from .tiffio import InputError
+    from .errors import CellspotError
     try:
         return args.func(args)
-    except (InputError, OmeZarrError, BatchError) as exc:
+    except CellspotError as exc:
         logging.error("%s", exc)
         return 2
 

@@ -23,6 +23,8 @@ import numcodecs
 import numpy as np
 import zarr
 
+from .errors import OmeZarrError  # noqa: F401 - re-exported for stages
+
 NGFF_VERSION = "0.4"
 IMAGE_AXES = "tczyx"
 LABEL_AXES = "tzyx"
@@ -30,10 +32,6 @@ _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "sp
 _AXIS_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
 # Colours (hex RGB) given to channels in order: nuclear stain blue, cytoplasm green, RNA magenta.
 DEFAULT_COLORS = ("0000FF", "00FF00", "FF00FF", "FFFF00", "00FFFF", "FF0000")
-
-
-class OmeZarrError(ValueError):
-    """An OME-Zarr store is missing, unreadable or not what a stage expects."""
 
 
 @dataclass(frozen=True)

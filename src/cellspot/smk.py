@@ -13,11 +13,9 @@ import sys
 import warnings
 from typing import Callable
 
-from .batches import BatchError
-from .omezarr import OmeZarrError
-from .tiffio import InputError
+from .errors import CellspotError
 
-EXPECTED_ERRORS = (InputError, OmeZarrError, BatchError, FileNotFoundError, ValueError)
+EXPECTED_ERRORS = (CellspotError, FileNotFoundError)
 
 
 def setup_logging(logfile: str | None, level: int = logging.INFO) -> None:

@@ -15,7 +15,10 @@ import numpy as np
 import tifffile
 import zarr
 
+from .errors import InputError
 from .omezarr import ImageMeta
+
+__all__ = ["InputError", "TiffMovie", "open_movie", "count_timepoints", "SUPPORTED_AXES"]
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +28,6 @@ _LENGTH_TO_UM = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "um": 1.0, "mic
                  "mm": 1e3, "cm": 1e4, "m": 1e6}
 _TIME_TO_S = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "min": 60.0,
               "h": 3600.0}
-
-
-class InputError(ValueError):
-    """An input movie is missing, unreadable, corrupt or does not fit its declared axes."""
 
 
 @dataclass

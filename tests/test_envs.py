@@ -1,0 +1,122 @@
+"""Every rule names a pinned conda env that lists every package its script (and the cellspot
+modules it uses, transitively) imports."""
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+# Import name -> package name in conda-forge / PyPI.
+PACKAGE_OF = {
+    "skimage": "scikit-image", "yaml": "pyyaml", "cv2": "opencv", "PIL": "pillow",
+    "sklearn": "scikit-learn", "torch": "pytorch", "dask": "dask-core",
+    "ctc_metrics": "py-ctcmetrics", "ome_zarr": "ome-zarr", "google": "protobuf",
+}
+# Accepted alternatives (conda-forge splits, PyPI names in a pip: section).
+ALIASES = {"pytorch": {"torch"}, "dask-core": {"dask"}, "matplotlib": {"matplotlib-base"},
+           "opencv": {"opencv-python", "opencv-python-headless", "py-opencv"}}
+
+
+def rules():
+    """(rule name, env file, script file) for every rule with a script."""
+    out = []
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=rule |checkpoint )", smk.read_text()):
+            m = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if not m:
+                continue
+            conda = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
+            script = re.search(r'script:\s*\n\s*"([^"]+)"', block)
+            out.append((m.group(1), smk, conda and conda.group(1), script and script.group(1)))
+    return out
+
+
+def module_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = path.relative_to(SRC).with_suffix("").parts[: -node.level]
+            mod = ".".join(base + ((node.module,) if node.module else ()))
+            names.add(mod)
+            names |= {f"{mod}.{a.name}" for a in node.names}
+    return names
+
+
+def cellspot_file(mod: str) -> Path | None:
+    p = SRC.joinpath(*mod.split("."))
+    for cand in (p.with_suffix(".py"), p / "__init__.py"):
+        if cand.exists():
+            return cand
+    return None
+
+
+def third_party_imports(script: Path) -> set[str]:
+    """Top-level third-party modules imported by a script and the cellspot code it reaches."""
+    seen, todo, found = set(), [script], set()
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        for name in module_imports(f):
+            top = name.split(".")[0]
+            if top == "cellspot":
+                parts = name.split(".")
+                for i in range(1, len(parts) + 1):  # the package __init__s along the way too
+                    target = cellspot_file(".".join(parts[:i]))
+                    if target:
+                        todo.append(target)
+            elif top not in sys.stdlib_module_names and top != "snakemake":
+                found.add(top)
+    return found
+
+
+def env_packages(env: Path) -> dict[str, str]:
+    """Package -> pinned version listed in a conda env file (dependencies and pip:)."""
+    spec = yaml.safe_load(env.read_text())
+    out = {}
+    for dep in spec["dependencies"]:
+        items = dep["pip"] if isinstance(dep, dict) else [dep]
+        for item in items:
+            m = re.match(r"^([A-Za-z0-9_.\-]+)\s*(==|=)?\s*([^\s]*)", item)
+            out[m.group(1).lower()] = m.group(3) or ""
+    return out
+
+
+RULES = rules()
+
+
+def test_every_rule_has_an_env_and_a_script_or_is_local():
+    assert RULES
+    for name, smk, conda, script in RULES:
+        if name == "all":
+            continue
+        assert conda, f"rule {name} in {smk.name} names no conda env"
+        assert (smk.parent / conda).resolve().exists(), f"rule {name}: {conda} missing"
+
+
+@pytest.mark.parametrize("name,smk,conda,script", [r for r in RULES if r[3]],
+                         ids=[r[0] for r in RULES if r[3]])
+def test_env_lists_every_import_pinned(name, smk, conda, script):
+    env = env_packages((smk.parent / conda).resolve())
+    assert "python" in env
+    missing, unpinned = [], []
+    for mod in sorted(third_party_imports((smk.parent / script).resolve())):
+        pkg = PACKAGE_OF.get(mod, mod).lower().replace("_", "-")
+        names = {pkg} | ALIASES.get(pkg, set())
+        hit = [n for n in names if n in env]
+        if not hit:
+            missing.append(f"{mod} ({pkg})")
+        elif not re.match(r"^\d", env[hit[0]]):
+            unpinned.append(pkg)
+    assert not missing, f"rule {name}: {conda} lacks {missing}"
+    assert not unpinned, f"rule {name}: {conda} does not pin {unpinned}"
