@@ -297,3 +297,18 @@ def test_command_line(small_movie, tmp_path, capsys):
     assert pd.read_csv(tmp_path / "s" / "batches.csv")["batch"].tolist() == ["b7"]
     assert main(["batch", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_cells_without_nuclei_or_tracks_are_reported(small_movie, tmp_path):
+    d = truth.write_batch(small_movie, tmp_path / "b")
+    for name in ("nuclei", "cell_tracks", "spot_tracks"):
+        p = d / "tables" / f"{name}.parquet"
+        pd.read_parquet(p).iloc[:0].to_parquet(p, index=False)
+    omezarr.open_array(d / "labels" / "nuclei.zarr", mode="r+")[...] = 0
+    result = build.compute(build.ReportInputs.from_batch_dir(d),
+                           build.ReportConfig(n_permutations=20))
+    text = " ".join(result.notes)
+    assert "No nuclei were found" in text and "not tracked" in text
+    assert result.coloc.n_spots == 0 and np.isnan(result.coloc.distance.p_two_sided)
+    ctp = result.tables["cell_stats"]
+    assert ctp["speed_um_s"].isna().all() and ctp["rna_total"].sum() > 0

@@ -80,7 +80,7 @@ def test_permutation_test_detects_and_does_not_invent_a_shift():
     frac = stats.permutation_test_groups(close_obs, pools, "fraction_negative", 999, seed=1)
     assert frac.observed == pytest.approx(1.0) and frac.p_greater == pytest.approx(1 / 1000)
     empty = stats.permutation_test_groups([np.zeros(0)], [np.ones(3)])
-    assert np.isnan(empty.observed)
+    assert np.isnan(empty.observed) and np.isnan(empty.p_two_sided)
 
 
 def _lineage_tracks():

@@ -232,11 +232,17 @@ def qc_panels(image, cell_labels, nucleus_labels, roles: dict[str, int],
     return panels
 
 
-def _notes(cells, spots, drift) -> list[str]:
+def _notes(cells, nuclei, spots, cell_tracks, drift) -> list[str]:
     notes = []
     if len(cells) == 0:
         notes.append("No cells were found in this batch: there are no per-cell statistics, "
                      "tracks or lineage.")
+    else:
+        if len(nuclei) == 0:
+            notes.append("No nuclei were found in this batch: nucleus volumes and the "
+                         "localisation of RNA relative to the nucleus are not available.")
+        if len(cell_tracks) == 0:
+            notes.append("Cells were found but not tracked: no speeds, trajectories or lineage.")
     if len(spots) == 0:
         notes.append("No RNA spots were found in this batch: RNA counts are zero and there "
                      "is no RNA localisation or motion analysis.")
@@ -267,7 +273,7 @@ def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
     drift = None
     if inputs.drift is not None and Path(inputs.drift).exists():
         drift = pd.read_csv(inputs.drift)
-    notes = _notes(cells, spots, drift)
+    notes = _notes(cells, nuclei, spots, cell_tracks, drift)
     if len(spots) and "distance_to_nucleus_um" not in spots:
         log.info("%s has no distance_to_nucleus_um: computing it from %s", inputs.spots,
                  inputs.nucleus_labels)

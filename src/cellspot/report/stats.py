@@ -143,6 +143,8 @@ class PermutationResult:
 
     @property
     def p_two_sided(self) -> float:
+        if np.isnan(self.p_less) or np.isnan(self.p_greater):
+            return float("nan")
         return float(min(1.0, 2 * min(self.p_less, self.p_greater)))
 
 
