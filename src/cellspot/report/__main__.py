@@ -15,8 +15,7 @@ import yaml
 
 from cellspot.report.build import (ReportConfig, ReportInputs, ReportOutputs, make_report,
                                    summarise_batches)
-from cellspot.report.tables import ReportInputError
-from cellspot.omezarr import OmeZarrError
+from cellspot.errors import CellspotError
 
 
 def main(argv=None) -> int:
@@ -44,7 +43,7 @@ def main(argv=None) -> int:
             summarise_batches(args.summaries, args.outdir / "batches.parquet",
                               args.outdir / "batches.csv")
             print(args.outdir / "batches.parquet")
-    except (ReportInputError, OmeZarrError) as exc:
+    except (CellspotError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from cellspot.errors import CellspotError
 from cellspot.report import stats
 
 AXES = ["z", "y", "x"]
@@ -44,7 +45,7 @@ RNA_TRACK_COLUMNS = [
 ]
 
 
-class ReportInputError(ValueError):
+class ReportInputError(CellspotError):
     """An input table lacks what the report needs."""
 
 
