@@ -58,15 +58,31 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_batches(args) -> int:
+    for name, b in _config_batches(args.configfile).items():
+        print(f"{name}\t{b.path}")
+    return 0
+
+
+def _config_batches(configfile: str) -> dict:
     import yaml
 
     from .batches import discover_batches
 
-    cfg = yaml.safe_load(Path(args.configfile).read_text())
-    for name, b in discover_batches(cfg.get("samples") or None, cfg.get("inbox") or None,
-                                    cfg.get("inbox_marker", "")).items():
-        print(f"{name}\t{b.path}")
-    return 0
+    cfg = yaml.safe_load(Path(configfile).read_text())
+    return discover_batches(cfg.get("samples") or None, cfg.get("inbox") or None,
+                            cfg.get("inbox_marker", ""))
+
+
+def cmd_status(args) -> int:
+    from .omezarr import write_text_atomic
+    from .status import status_table
+
+    table = status_table(sorted(_config_batches(args.configfile)), args.results)
+    text = table.to_csv(sep="\t", index=False)
+    if args.output:
+        write_text_atomic(args.output, text)
+    print(text, end="")
+    return 0 if (table.state == "complete").all() else 1
 
 
 def cmd_demo(args) -> int:
@@ -111,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("batches", help="list the batches the workflow would process")
     s.add_argument("--configfile", default="config/config.yaml")
     s.set_defaults(func=cmd_batches)
+
+    s = sub.add_parser("status", help="which stages each batch has done, what failed and why")
+    s.add_argument("--configfile", default="config/config.yaml")
+    s.add_argument("--results", default="results")
+    s.add_argument("--output", help="also write the table (TSV) here")
+    s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("demo", help="simulate the default movie and run the workflow on it")
     s.add_argument("--directory", default=str(REPO), help="workflow folder (default: this repo)")

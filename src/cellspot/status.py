@@ -1,0 +1,45 @@
+"""Where each batch stands: which stages are done, which failed and why (for nightly runs)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+# The final output of each stage, relative to results/{batch}/, in DAG order.
+STAGE_OUTPUTS = (
+    ("ingest", "raw.ome.zarr"),
+    ("preprocess", "preprocessed.ome.zarr"),
+    ("segment", "segment"),
+    ("merge", "tables/cells.parquet"),
+    ("track", "tables/cell_tracks.parquet"),
+    ("report", "report/report.html"),
+)
+_ERROR = re.compile(r"\b(ERROR|Error|Traceback|Exception)\b")
+
+
+def last_error(log: Path) -> str:
+    """The last line of a log that reports an error ('' if none)."""
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if _ERROR.search(ln)]
+    return lines[-1][:300] if lines else ""
+
+
+def batch_status(results: Path, batch: str) -> dict:
+    """Stages done, the first missing stage and, if a rule log shows one, the error."""
+    root = results / batch
+    done = [name for name, out in STAGE_OUTPUTS if (root / out).exists()]
+    missing = [name for name, _ in STAGE_OUTPUTS if name not in done]
+    errors = []
+    for log in sorted((root / "logs").glob("*.log")) if (root / "logs").is_dir() else []:
+        msg = last_error(log)
+        if msg:
+            errors.append(f"{log.stem}: {msg}")
+    state = "complete" if not missing else ("failed" if errors else "pending")
+    return {"batch": batch, "state": state, "stages_done": ",".join(done),
+            "next_stage": missing[0] if missing else "", "error": " | ".join(errors)}
+
+
+def status_table(batches: list[str], results: str | Path = "results") -> pd.DataFrame:
+    return pd.DataFrame([batch_status(Path(results), b) for b in batches],
+                        columns=["batch", "state", "stages_done", "next_stage", "error"])
