@@ -312,3 +312,33 @@ def test_cells_without_nuclei_or_tracks_are_reported(small_movie, tmp_path):
     assert result.coloc.n_spots == 0 and np.isnan(result.coloc.distance.p_two_sided)
     ctp = result.tables["cell_stats"]
     assert ctp["speed_um_s"].isna().all() and ctp["rna_total"].sum() > 0
+
+
+def test_report_on_tracks_from_the_track_stage(demo_movie, tmp_path):
+    """Cell and RNA tracks from cellspot.track (btrack) instead of the truth identities."""
+    track = pytest.importorskip("cellspot.track")
+    d = truth.write_batch(demo_movie, tmp_path / "b", position_noise_px=NOISE_PX, seed=SEED)
+    vs, shape = demo_movie.meta.voxel_size, demo_movie.cells.shape[1:]
+    cells = pd.read_parquet(d / "tables" / "cells.parquet")
+    spots = pd.read_parquet(d / "tables" / "spots.parquet")
+    root = Path(__file__).resolve().parents[1] / "config" / "btrack"
+    try:
+        ct = track.track_cells(cells, root / "cell_config.json", vs, shape=shape)
+        st = track.track_spots(spots, root / "spot_config.json", vs, cell_tracks=ct, shape=shape)
+    except OSError as exc:  # btrack's libtracker.so not loadable on this machine
+        pytest.skip(f"btrack unavailable: {exc}")
+    ct.to_parquet(d / "tables" / "cell_tracks.parquet", index=False)
+    st.to_parquet(d / "tables" / "spot_tracks.parquet", index=False)
+    result = build.compute(build.ReportInputs.from_batch_dir(d),
+                           build.ReportConfig(n_permutations=50))
+    ctr = result.tables["cell_track_stats"]
+    cell_of = ct[ct["label"] > 0].groupby("track_id")["label"].agg(lambda s: s.mode().iloc[0])
+    j = ctr.assign(cell=ctr["track_id"].map(cell_of)).merge(
+        truth.truth_cell_speeds(demo_movie, SEED), left_on="cell", right_on="track_id")
+    err = _rel_err(j["mean_speed_um_s"], j["true_speed_um_s"])
+    print(f"\nbtrack tracks: {len(ctr)} cell tracks ({len(demo_movie.lineage)} true), speed "
+          f"|error| median {100 * np.median(np.abs(err)):.1f}%, max {100 * np.abs(err).max():.1f}%;"
+          f" RNA D in cell median {result.tables['rna_track_stats']['diffusion_in_cell_um2_s'].median():.2e}")
+    assert len(ctr) == len(demo_movie.lineage)
+    assert ctr["divides"].sum() == (demo_movie.lineage["parent_id"] > 0).sum() // 2
+    assert np.median(np.abs(err)) < 0.10
