@@ -101,48 +101,53 @@ class MergeSettings(BaseModel):
 # --------------------------------------------------------------------------- 2D -> graph
 
 
-def _relabel_slices(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _relabel_slices(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Give every 2D instance of a (Z, Y, X) stack a unique node id (1..N, slice by slice).
 
     Returns
     -------
     nodes : (Z, Y, X) int32 array of node ids (0 = background)
     node_z : (N + 1,) slice of each node (index 0 unused)
-    offsets : (Z + 1,) first node id of each slice minus one; slice z holds
-        ``offsets[z] + 1 .. offsets[z + 1]``
+    offsets : (Z + 1,) slice z holds nodes ``offsets[z] + 1 .. offsets[z + 1]``
+    area : (N + 1,) pixels of each node
     """
     stack = np.asarray(stack)
     if stack.ndim != 3:
         raise ValueError(f"expected a (Z, Y, X) label stack, got shape {stack.shape}")
     if stack.dtype.kind not in "ui":
         raise ValueError(f"labels must be integers, got {stack.dtype}")
-    if stack.size and stack.min() < 0:
-        raise ValueError("labels must be >= 0")
     nodes = np.zeros(stack.shape, np.int32)
     offsets = np.zeros(stack.shape[0] + 1, np.int64)
+    areas = [np.zeros(1, np.int64)]
     n = 0
     for z, sl in enumerate(stack):
+        if sl.size and sl.min() < 0:
+            raise ValueError("labels must be >= 0")
         m = int(sl.max()) if sl.size else 0
         if m == 0:
             offsets[z + 1] = n
             continue
-        if m <= 4 * sl.size:
-            present = np.flatnonzero(np.bincount(sl.ravel(), minlength=m + 1))
-        else:
-            present = np.unique(sl)
-        present = present[present > 0]
-        if m <= 4 * sl.size:
+        if m <= 4 * sl.size:  # small ids: a lookup table (O(pixels), no sorting)
+            counts = np.bincount(sl.ravel(), minlength=m + 1)
+            present = np.flatnonzero(counts)
+            present = present[present > 0]
             lut = np.zeros(m + 1, np.int32)
             lut[present] = np.arange(n + 1, n + 1 + len(present))
             nodes[z] = lut[sl]
+            areas.append(counts[present])
         else:
-            nodes[z] = np.where(sl > 0, np.searchsorted(present, sl) + n + 1, 0)
+            present, inv, counts = np.unique(sl, return_inverse=True, return_counts=True)
+            keep = present > 0
+            ranks = np.cumsum(keep) * keep
+            nodes[z] = np.where(keep[inv], ranks[inv] + n, 0).reshape(sl.shape)
+            present, counts = present[keep], counts[keep]
+            areas.append(counts)
         n += len(present)
         offsets[z + 1] = n
     node_z = np.zeros(n + 1, np.int64)
     for z in range(stack.shape[0]):
         node_z[offsets[z] + 1:offsets[z + 1] + 1] = z
-    return nodes, node_z, offsets
+    return nodes, node_z, offsets, np.concatenate(areas).astype(np.int64)
 
 
 def _pair_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,9 +212,8 @@ class _Graph:
 
 
 def _build_graph(stack: np.ndarray) -> _Graph:
-    nodes, node_z, _ = _relabel_slices(stack)
+    nodes, node_z, _, area = _relabel_slices(stack)
     n = len(node_z)
-    area = np.bincount(nodes.ravel(), minlength=n).astype(np.int64)
     zeros = np.zeros(n, np.int64)
     return _Graph(nodes, node_z, area, zeros.copy(), zeros.copy(), zeros.copy(), {})
 
@@ -582,15 +586,16 @@ def stitch_slices(labels_2d: np.ndarray, iou_threshold: float = 0.3, max_gap: in
     gaps += _absorb_fragments(g, fragment_containment, gap)
     if waist_ratio > 0:
         _split_waists(g, waist_ratio)
-    lut = _chains_to_labels(g)
-    out = lut[g.nodes].astype(np.uint32)
+    lut = _chains_to_labels(g).astype(np.uint32)
+    out = lut[g.nodes]
     if fill_gaps and gaps:
         _interpolate_gaps(g, [uv for uv in gaps if uv not in resolved], out, lut, sampling)
     if min_volume_vox > 0:
         vol = np.bincount(out.ravel())
         small = np.flatnonzero(vol < min_volume_vox)
         out[np.isin(out, small[small > 0])] = 0
-    return _sequential(out)
+        out = _sequential(out)
+    return out  # objects are numbered 1..K without gaps
 
 
 def _sequential(labels: np.ndarray) -> np.ndarray:
@@ -613,7 +618,7 @@ def stitch_slices_cellpose(labels_2d: np.ndarray, stitch_threshold: float = 0.25
     bridged and splits or merges are not resolved. Re-implemented after
     ``cellpose.utils.stitch3D`` (Stringer et al. 2021, BSD-3-Clause) to avoid the dependency.
     """
-    masks, _, offsets = _relabel_slices(np.asarray(labels_2d))
+    masks, _, offsets, _ = _relabel_slices(np.asarray(labels_2d))
     masks = masks.astype(np.int64)
     # Cellpose numbers each slice 1..n; start from that.
     for z in range(masks.shape[0]):
@@ -664,23 +669,24 @@ def assign_nuclei(cells: np.ndarray, nuclei: np.ndarray, min_overlap: float = 0.
     cells, nuclei = np.asarray(cells), np.asarray(nuclei)
     if cells.shape != nuclei.shape:
         raise ValueError(f"cells {cells.shape} and nuclei {nuclei.shape} differ in shape")
-    ids = np.unique(nuclei)
+    m = int(nuclei.max()) if nuclei.size else 0
+    size = np.bincount(nuclei.ravel()) if m <= 4 * nuclei.size else None
+    ids = np.flatnonzero(size) if size is not None else np.unique(nuclei)
     ids = ids[ids > 0]
     if len(ids) == 0:
         return pd.DataFrame({"nucleus_id": pd.Series([], dtype="int64"),
                              "cell_id": pd.Series([], dtype="int64"),
                              "overlap": pd.Series([], dtype="float64")})
-    n, c = nuclei.ravel(), cells.ravel()
-    inside = n > 0
-    n, c = n[inside].astype(np.int64), c[inside].astype(np.int64)
-    pair, counts = np.unique(n * (int(c.max()) + 1) + c, return_counts=True)
-    pn, pc = pair // (int(c.max()) + 1), pair % (int(c.max()) + 1)
-    size = np.bincount(n)
+    pn, pc, counts = _pair_overlaps(nuclei, cells)
     df = pd.DataFrame({"nucleus_id": pn, "cell_id": pc, "count": counts})
     best = df[df.cell_id > 0].sort_values("count", ascending=False).drop_duplicates("nucleus_id")
     best = best.set_index("nucleus_id").reindex(ids)
     cell = best["cell_id"].fillna(0).astype(np.int64).to_numpy().copy()
-    frac = (best["count"].fillna(0).to_numpy() / size[ids])
+    if size is None:
+        size = pd.Series(nuclei[nuclei > 0]).value_counts().reindex(ids).to_numpy()
+    else:
+        size = size[ids]
+    frac = best["count"].fillna(0).to_numpy() / size
     cell[frac < min_overlap] = 0
     return pd.DataFrame({"nucleus_id": ids.astype(np.int64), "cell_id": cell, "overlap": frac})
 
@@ -923,7 +929,8 @@ def merge_spots(detections: pd.DataFrame, image: np.ndarray | None = None,
                 voxel_size: Sequence[float] = (1.0, 1.0, 1.0), *,
                 cells: np.ndarray | None = None, nuclei: np.ndarray | None = None,
                 settings: SpotSettings | None = None,
-                members: np.ndarray | None = None) -> pd.DataFrame:
+                members: np.ndarray | None = None,
+                parents: pd.DataFrame | None = None) -> pd.DataFrame:
     """Merge per-slice spot detections into 3D spots (see :func:`link_spot_detections`).
 
     Parameters
@@ -942,6 +949,8 @@ def merge_spots(detections: pd.DataFrame, image: np.ndarray | None = None,
     settings : SpotSettings, optional
     members : array, optional
         Output of :func:`link_spot_detections` if already computed.
+    parents : DataFrame, optional
+        Output of :func:`assign_nuclei` if already computed.
 
     Returns
     -------
@@ -981,10 +990,10 @@ def merge_spots(detections: pd.DataFrame, image: np.ndarray | None = None,
                        "x": pos[:, 2], "intensity": integrated, "peak": peak,
                        "score": best_score, "n_slices": cnt, "z_first": z_first,
                        "z_last": z_last})
-    return _locate(df, cells, nuclei, vs)
+    return _locate(df, cells, nuclei, vs, parents)
 
 
-def _locate(df: pd.DataFrame, cells, nuclei, voxel_size) -> pd.DataFrame:
+def _locate(df: pd.DataFrame, cells, nuclei, voxel_size, parents=None) -> pd.DataFrame:
     """Add cell_id, compartment and distance_to_nucleus_um to a table of positions (px)."""
     pts = df[["z", "y", "x"]].to_numpy(float)
     n = len(df)
@@ -1003,7 +1012,9 @@ def _locate(df: pd.DataFrame, cells, nuclei, voxel_size) -> pd.DataFrame:
             comp[in_nuc] = "nucleus"
             if cells is not None and in_nuc.any():
                 # A spot in a nucleus belongs to that nucleus' cell even where masks disagree.
-                parent = assign_nuclei(cells, nuclei).set_index("nucleus_id")["cell_id"]
+                if parents is None:
+                    parents = assign_nuclei(cells, nuclei)
+                parent = parents.set_index("nucleus_id")["cell_id"]
                 cell_id[in_nuc] = parent.reindex(nuc[in_nuc]).fillna(0).to_numpy(np.int64)
             dist = _nucleus_surface_distance(pts, nuclei, voxel_size)
     df["cell_id"] = cell_id
@@ -1199,7 +1210,7 @@ def merge_timepoint(cells_2d: np.ndarray | None, nuclei_2d: np.ndarray | None,
         spot_img = image[meta.channel_index(s.spots.channel)]
     members = link_spot_detections(detections, spot_img, vs, s.spots)
     spots = merge_spots(detections, spot_img, vs, cells=cells, nuclei=nuclei,
-                        settings=s.spots, members=members)
+                        settings=s.spots, members=members, parents=parents)
     blobs = spot_labels(members, detections, shape)
     if len(spots):
         stab = _spot_object_columns(spots, blobs, image if image is not None else np.zeros(

@@ -121,3 +121,23 @@ def average_precision(truth: np.ndarray, pred: np.ndarray, iou_threshold: float 
     m = match_instances(truth, pred, iou_threshold)
     d = m.tp + m.fp + m.fn
     return m.tp / d if d else 1.0
+
+
+def average_precision_at(truth: np.ndarray, pred: np.ndarray,
+                         thresholds=(0.5, 0.75)) -> dict[float, float]:
+    """AP (TP / (TP + FP + FN)) at several IoU thresholds, computing the IoU matrix once.
+
+    Works for 2D and 3D label images alike (e.g. 3D AP@0.5 and AP@0.75 of stitched objects).
+    """
+    iou, t_ids, p_ids = iou_matrix(truth, pred)
+    out = {}
+    if iou.size:
+        r, c = linear_sum_assignment(-iou)
+        matched = iou[r, c]
+    else:
+        matched = np.zeros(0)
+    for th in thresholds:
+        tp = int(np.sum(matched >= th))
+        d = len(t_ids) + len(p_ids) - tp
+        out[float(th)] = tp / d if d else 1.0
+    return out
