@@ -13,16 +13,6 @@ REPORT_CODE = code_fingerprint("report.build", "report.tables", "report.stats",
                                "report.coloc", "report.plots", "report.html", "omezarr")
 
 
-def _report_table(name, ext):
-    return f"results/{{batch}}/tables/{name}.{ext}"
-
-
-def _report_figure(name, category):
-    return report(f"results/{{batch}}/report/figures/{name}.png",
-                  caption=f"../report/{name}.rst", category=category, subcategory="{batch}",
-                  labels={"batch": "{batch}", "figure": name})
-
-
 rule report:
     input:
         cells="results/{batch}/tables/cells.parquet",
@@ -37,22 +27,70 @@ rule report:
     output:
         html=report("results/{batch}/report/report.html", caption="../report/report.rst",
                     category="Batch reports", labels={"batch": "{batch}", "figure": "page"}),
-        cell_stats_parquet=_report_table("cell_stats", "parquet"),
-        cell_stats_csv=_report_table("cell_stats", "csv"),
-        cell_track_stats_parquet=_report_table("cell_track_stats", "parquet"),
-        cell_track_stats_csv=_report_table("cell_track_stats", "csv"),
-        rna_track_stats_parquet=_report_table("rna_track_stats", "parquet"),
-        rna_track_stats_csv=_report_table("rna_track_stats", "csv"),
-        batch_summary_parquet=_report_table("batch_summary", "parquet"),
-        batch_summary_csv=_report_table("batch_summary", "csv"),
-        qc=_report_figure("qc", "QC"),
-        drift=_report_figure("drift", "QC"),
-        lineage=_report_figure("lineage", "Cells"),
-        trajectories=_report_figure("trajectories", "Motion"),
-        speeds=_report_figure("speeds", "Motion"),
-        rna_counts=_report_figure("rna_counts", "RNA"),
-        colocalisation=_report_figure("colocalisation", "RNA"),
-        rna_motion=_report_figure("rna_motion", "RNA"),
+        cell_stats_parquet="results/{batch}/tables/cell_stats.parquet",
+        cell_stats_csv="results/{batch}/tables/cell_stats.csv",
+        cell_track_stats_parquet="results/{batch}/tables/cell_track_stats.parquet",
+        cell_track_stats_csv="results/{batch}/tables/cell_track_stats.csv",
+        rna_track_stats_parquet="results/{batch}/tables/rna_track_stats.parquet",
+        rna_track_stats_csv="results/{batch}/tables/rna_track_stats.csv",
+        batch_summary_parquet="results/{batch}/tables/batch_summary.parquet",
+        batch_summary_csv="results/{batch}/tables/batch_summary.csv",
+        qc=report(
+            "results/{batch}/report/figures/qc.png",
+            caption="../report/qc.rst",
+            category="QC",
+            subcategory="{batch}",
+            labels={"batch": "{batch}", "figure": "qc"},
+        ),
+        drift=report(
+            "results/{batch}/report/figures/drift.png",
+            caption="../report/drift.rst",
+            category="QC",
+            subcategory="{batch}",
+            labels={"batch": "{batch}", "figure": "drift"},
+        ),
+        lineage=report(
+            "results/{batch}/report/figures/lineage.png",
+            caption="../report/lineage.rst",
+            category="Cells",
+            subcategory="{batch}",
+            labels={"batch": "{batch}", "figure": "lineage"},
+        ),
+        trajectories=report(
+            "results/{batch}/report/figures/trajectories.png",
+            caption="../report/trajectories.rst",
+            category="Motion",
+            subcategory="{batch}",
+            labels={"batch": "{batch}", "figure": "trajectories"},
+        ),
+        speeds=report(
+            "results/{batch}/report/figures/speeds.png",
+            caption="../report/speeds.rst",
+            category="Motion",
+            subcategory="{batch}",
+            labels={"batch": "{batch}", "figure": "speeds"},
+        ),
+        rna_counts=report(
+            "results/{batch}/report/figures/rna_counts.png",
+            caption="../report/rna_counts.rst",
+            category="RNA",
+            subcategory="{batch}",
+            labels={"batch": "{batch}", "figure": "rna_counts"},
+        ),
+        colocalisation=report(
+            "results/{batch}/report/figures/colocalisation.png",
+            caption="../report/colocalisation.rst",
+            category="RNA",
+            subcategory="{batch}",
+            labels={"batch": "{batch}", "figure": "colocalisation"},
+        ),
+        rna_motion=report(
+            "results/{batch}/report/figures/rna_motion.png",
+            caption="../report/rna_motion.rst",
+            category="RNA",
+            subcategory="{batch}",
+            labels={"batch": "{batch}", "figure": "rna_motion"},
+        ),
     params:
         settings=REPORT,
         channels=config.get("channels", {}),
