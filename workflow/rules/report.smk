@@ -8,7 +8,7 @@
 #
 # Needs from common.smk: BATCHES, TARGETS, code_fingerprint.
 
-REPORT = config["report"]
+REPORT = config.get("report") or {}  # unset keys take the ReportConfig defaults
 REPORT_CODE = code_fingerprint("report.build", "report.tables", "report.stats",
                                "report.coloc", "report.plots", "report.html", "omezarr")
 
@@ -101,8 +101,8 @@ rule report:
         "results/{batch}/benchmarks/report.tsv"
     threads: 1
     resources:
-        mem_mb=REPORT["mem_mb"],
-        runtime=REPORT["runtime"],
+        mem_mb=REPORT.get("mem_mb", 4000),
+        runtime=REPORT.get("runtime", 60),
     conda:
         "../../envs/report.yaml"
     script:
