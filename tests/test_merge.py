@@ -338,3 +338,43 @@ def test_settings_validated():
         merge.MergeSettings(unknown_key=1)
     s = merge.MergeSettings(spots={"localisation": "centroid"})
     assert s.spots.localisation == "centroid"
+
+
+def test_distance_to_nucleus_matches_distance_transform():
+    from cellspot.report.coloc import signed_distance_to_nucleus
+
+    rng = np.random.default_rng(0)
+    nuclei = ellipsoids((12, 30, 30), [(1, (5, 10, 10), (3, 6, 5)), (2, (6, 20, 20), (4, 5, 6))])
+    vs = (0.6, 0.2, 0.25)
+    pts = rng.integers(0, [12, 30, 30], (200, 3))
+    mine = merge._nucleus_surface_distance(pts.astype(float), nuclei, vs)
+    ref = signed_distance_to_nucleus(nuclei, vs)[tuple(pts.T)]
+    np.testing.assert_allclose(mine, ref, atol=1e-9)
+    assert (mine < 0).any() and (mine > 0).any()
+
+
+def test_segment_store_layout_matches_segment_stage():
+    from cellspot.segment_infer import ARRAY_NAMES, TABLE_NAME
+
+    assert merge.SEGMENT_TABLE == TABLE_NAME
+    assert ARRAY_NAMES["cell"] == "cell" and ARRAY_NAMES["nucleus"] == "nucleus"
+
+
+def test_config_section_schema_and_model_agree():
+    import jsonschema
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((repo / "config" / "schema" / "merge.schema.yaml").read_text())
+    section = yaml.safe_load((repo / "config" / "config.yaml").read_text())["merge"]
+    jsonschema.validate(section, schema)
+    assert merge.MergeSettings.from_config(section) == merge.MergeSettings()
+    model = merge.MergeSettings().model_dump()
+    for key, prop in schema["properties"].items():
+        if key in model and key != "spots":
+            assert prop["default"] == model[key], key
+    for key, prop in schema["properties"]["spots"]["properties"].items():
+        value = model["spots"][key]
+        assert prop["default"] == (list(value) if isinstance(value, tuple) else value), key
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**section, "iou_treshold": 0.3}, schema)

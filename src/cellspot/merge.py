@@ -26,7 +26,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,6 +96,17 @@ class MergeSettings(BaseModel):
     nucleus_min_overlap: float = Field(0.5, gt=0, le=1, description="fraction of a nucleus "
                                        "inside a cell for it to belong to that cell")
     spots: SpotSettings = Field(default_factory=SpotSettings)
+
+    RESOURCE_KEYS: ClassVar[tuple[str, ...]] = ("mem_mb", "runtime")
+
+    @classmethod
+    def from_config(cls, section: dict | None, spot_channel: str | int | None = None
+                    ) -> "MergeSettings":
+        """Settings from the config section ``merge:`` (job resources are ignored here)."""
+        d = {k: v for k, v in dict(section or {}).items() if k not in cls.RESOURCE_KEYS}
+        if spot_channel is not None:
+            d["spots"] = {**dict(d.get("spots") or {}), "channel": spot_channel}
+        return cls(**d)
 
 
 # --------------------------------------------------------------------------- 2D -> graph
@@ -847,26 +858,32 @@ def _refine_positions(image: np.ndarray, est: np.ndarray, radius, method: str):
 
 def _nucleus_surface_distance(points_px: np.ndarray, nuclei: np.ndarray,
                               voxel_size) -> np.ndarray:
-    """Signed distance (µm) of points to the nearest nucleus surface: < 0 inside a nucleus."""
+    """Signed distance (µm) of points to the nearest nucleus surface: < 0 inside a nucleus.
+
+    The same definition as a Euclidean distance transform (``cellspot.report.coloc``): outside,
+    the distance to the nearest nucleus voxel; inside, minus the distance to the nearest
+    background voxel; measured from the sub-pixel position to voxel centres. NaN without nuclei.
+    """
     out = np.full(len(points_px), np.nan)
     if len(points_px) == 0 or not nuclei.any():
         return out
     vs = np.asarray(voxel_size, float)
     fg = nuclei > 0
-    # Inner boundary: nucleus voxels with a 6-neighbour of another label (or the image edge).
-    bnd = np.zeros_like(fg)
+    edge = np.zeros_like(fg)  # voxels with a 6-neighbour on the other side of the surface
     for ax in range(3):
-        a = np.swapaxes(nuclei, 0, ax)
-        b = np.swapaxes(bnd, 0, ax)
+        a = np.swapaxes(fg, 0, ax)
+        e = np.swapaxes(edge, 0, ax)
         diff = a[1:] != a[:-1]
-        b[1:] |= diff
-        b[:-1] |= diff
-    bnd &= fg
-    surf = np.argwhere(bnd) * vs
-    dist, _ = cKDTree(surf).query(points_px * vs)
-    inside = nuclei[tuple(np.clip(np.round(points_px).astype(int), 0,
-                                  np.array(nuclei.shape) - 1).T)] > 0
-    return np.where(inside, -dist, dist)
+        e[1:] |= diff
+        e[:-1] |= diff
+    pts = np.asarray(points_px, float)
+    inside = fg[tuple(np.clip(np.round(pts).astype(int), 0, np.array(fg.shape) - 1).T)]
+    for sel, surface, sign in ((~inside, edge & fg, 1.0), (inside, edge & ~fg, -1.0)):
+        if sel.any():
+            vox = np.argwhere(surface)
+            if len(vox):
+                out[sel] = sign * cKDTree(vox * vs).query(pts[sel] * vs)[0]
+    return out
 
 
 def _empty_spots() -> pd.DataFrame:
@@ -1287,6 +1304,47 @@ def slice_labels(labels3d: np.ndarray, seed: int | None = None, p_drop: float = 
 # --------------------------------------------------------------------------- segmentation I/O
 
 
+# The segment stage's block-store layout (cellspot.segment_infer, not imported here: its
+# model code would pull torch/MMDetection into this stage's environment).
+SEGMENT_TABLE = "instances.parquet"
+
+
+@dataclass
+class _Block:
+    arrays: dict
+    table: pd.DataFrame
+    t_start: int
+    t_stop: int
+
+
+def _open_block(path: Path) -> _Block:
+    import zarr
+
+    if not (path / ".zgroup").is_file():
+        raise OmeZarrError(f"{path}: not a segmentation store (no Zarr group)")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attrs = group.attrs.asdict()
+    except Exception as exc:  # zarr raises several types for a broken store
+        raise OmeZarrError(f"{path}: unreadable segmentation store ({exc})") from exc
+    for key in ("arrays", "t_start", "t_stop"):
+        if key not in attrs:
+            raise OmeZarrError(f"{path}: not a cellspot segmentation store (no {key!r} "
+                               "attribute)")
+    table_path = path / SEGMENT_TABLE
+    if not table_path.is_file():
+        raise OmeZarrError(f"{path}: {SEGMENT_TABLE} is missing")
+    table = pd.read_parquet(table_path)
+    missing = {"t", "z", "class", "y", "x"} - set(table.columns)
+    if missing:
+        raise OmeZarrError(f"{table_path}: columns {sorted(missing)} missing")
+    try:
+        arrays = {n: group[n] for n in attrs["arrays"]}
+    except KeyError as exc:
+        raise OmeZarrError(f"{path}: array {exc} listed in 'arrays' is missing") from exc
+    return _Block(arrays, table, int(attrs["t_start"]), int(attrs["t_stop"]))
+
+
 class SegmentationBlocks:
     """The per-slice segmentation of a batch, block stores of the segment stage, by timepoint.
 
@@ -1299,12 +1357,7 @@ class SegmentationBlocks:
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike]):
-        from .segment_infer import read_segmentation as read_block
-
-        self.blocks = []
-        for p in paths:
-            seg = read_block(p)
-            self.blocks.append((seg, Path(p)))
+        self.blocks = [(_open_block(Path(p)), Path(p)) for p in paths]
         self.shape = None
         for seg, p in self.blocks:
             for name, arr in seg.arrays.items():

@@ -1,0 +1,52 @@
+# Stage: 3D label merging (cellspot.merge): per-slice 2D instances -> 3D cells, nuclei, semantic
+# compartments and 3D RNA spots, with per-object tables.
+#
+#   merge   results/{batch}/segment/{cells,spots}/t*.zarr (per-slice instances + instances.parquet)
+#           + results/{batch}/preprocessed.ome.zarr
+#        -> results/{batch}/labels/{cells,nuclei,semantic,spots}.zarr  (NGFF label images, TZYX;
+#                                         semantic: 0 background, 1 cytoplasm, 2 nucleus)
+#           results/{batch}/tables/{cells,nuclei,spots}.parquet       (t, label, z, y, x, volume,
+#                                         bbox, mean_<channel>; n_nuclei / cell_id / compartment)
+#
+# Needs from segment.smk: segment_outputs(batch, model); from common.smk: TARGETS,
+# code_fingerprint. The view rule links the label images into results/{batch}/{batch}.ome.zarr.
+
+MERGE = config["merge"]
+
+
+def merge_segmentation(wildcards):
+    """Block stores of both segmentation models (cells/nuclei and spots) of a batch."""
+    return [p for model in ("cells", "spots") for p in segment_outputs(wildcards.batch, model)]
+
+
+rule merge:
+    input:
+        segmentation=merge_segmentation,
+        image="results/{batch}/preprocessed.ome.zarr",
+    output:
+        cells=directory("results/{batch}/labels/cells.zarr"),
+        nuclei=directory("results/{batch}/labels/nuclei.zarr"),
+        semantic=directory("results/{batch}/labels/semantic.zarr"),
+        spots=directory("results/{batch}/labels/spots.zarr"),
+        cell_table="results/{batch}/tables/cells.parquet",
+        nucleus_table="results/{batch}/tables/nuclei.parquet",
+        spot_table="results/{batch}/tables/spots.parquet",
+    params:
+        settings=MERGE,
+        spot_channel=config["channels"]["rna"],
+        code=code_fingerprint("merge", "omezarr", "errors"),
+    log:
+        "results/{batch}/logs/merge.log",
+    benchmark:
+        "results/{batch}/benchmarks/merge.tsv"
+    threads: 1
+    resources:
+        mem_mb=MERGE["mem_mb"],
+        runtime=MERGE["runtime"],
+    conda:
+        "../../envs/merge.yaml"
+    script:
+        "../scripts/merge_run.py"
+
+
+TARGETS.append("results/{batch}/tables/spots.parquet")
