@@ -526,28 +526,46 @@ def track_cells(cells: pd.DataFrame, config, voxel_size: Sequence[float] = (1.0,
 
 
 def lineage_offsets(cell_tracks: pd.DataFrame) -> pd.DataFrame:
-    """Displacement of every cell since its lineage began, in pixels.
+    """Displacement of every cell since its lineage began, in pixels, divisions excluded.
 
-    For the cell with label ``label`` at ``t``: its position minus the first position of its
-    lineage's root. Subtracting it from a spot's position puts the spot in a frame that moves
-    with its cell (and with the daughter it ends up in after a division).
+    Within a track the offset is the cell's displacement since the track's first point; a
+    daughter starts from its mother's last offset, because a dividing cell splits in place:
+    the jump from the mother's centroid to a daughter's is not motion of what the cell holds.
+    Subtracting the offset from a spot's position puts the spot in a frame that moves with
+    its cell (and with the daughter it ends up in).
 
     Returns
     -------
     DataFrame
         Columns ``t, label, dz, dy, dx`` for every non-interpolated track point.
     """
-    real = cell_tracks[~cell_tracks["dummy"].astype(bool)]
-    if len(real) == 0:
-        return pd.DataFrame(columns=["t", "label", "dz", "dy", "dx"])
-    first = (cell_tracks.sort_values("t").groupby("track_id")[_POS].first())
-    root_start = first.reindex(real["root"].to_numpy()).to_numpy()
-    # Tracks whose root is not in the table (should not happen) count as their own root.
-    own = first.reindex(real["track_id"].to_numpy()).to_numpy()
-    root_start = np.where(np.isnan(root_start), own, root_start)
-    d = real[_POS].to_numpy() - root_start
-    return pd.DataFrame({"t": real["t"].to_numpy(), "label": real["label"].to_numpy(),
-                         "dz": d[:, 0], "dy": d[:, 1], "dx": d[:, 2]})
+    cols = ["t", "label", "dz", "dy", "dx"]
+    if len(cell_tracks) == 0:
+        return pd.DataFrame(columns=cols)
+    tr = cell_tracks.sort_values(["track_id", "t"], kind="stable")
+    first = tr.groupby("track_id")[_POS].first()
+    last_t = tr.groupby("track_id")["t"].max()
+    parent = tr.groupby("track_id")["parent"].first()
+    # offset of each track at its start: its mother's offset at the mother's end (recursive)
+    start_off: dict[int, np.ndarray] = {}
+
+    def start_of(k, depth=0):
+        if k in start_off:
+            return start_off[k]
+        p = int(parent.get(k, 0))
+        if p and p in first.index and depth < 10_000:
+            pend = tr[(tr.track_id == p) & (tr.t == last_t[p])][_POS].to_numpy()[0]
+            off = start_of(p, depth + 1) + pend - first.loc[p].to_numpy()
+        else:
+            off = np.zeros(3)
+        start_off[k] = off
+        return off
+
+    base = np.stack([start_of(int(k)) for k in tr["track_id"]]) if len(tr) else np.zeros((0, 3))
+    d = base + tr[_POS].to_numpy() - first.reindex(tr["track_id"]).to_numpy()
+    real = ~tr["dummy"].astype(bool).to_numpy()
+    return pd.DataFrame({"t": tr["t"].to_numpy()[real], "label": tr["label"].to_numpy()[real],
+                         "dz": d[real, 0], "dy": d[real, 1], "dx": d[real, 2]})
 
 
 def track_spots(spots: pd.DataFrame, config, voxel_size: Sequence[float] = (1.0, 1.0, 1.0),

@@ -1,0 +1,123 @@
+"""Cell-tracking accuracy: btrack (cellspot.track) against a laptrack baseline, CTC TRA and DET.
+
+Both trackers link the same detections of simulated movies with divisions (cellspot.simulate):
+
+* ``gt``: ground-truth detections (linking only; the masks are the true masks);
+* ``pipeline``: the 3D labels the merge stage builds from per-slice 2D instances with
+  segmentation-like errors (``merge.slice_labels`` with drops, splits and merges, then
+  ``merge.stitch_slices``), the stand-in for the pipeline's own detections until a trained
+  model runs here.
+
+Scores come from py-ctcmetrics on CTC folders written by ``cellspot.ctc``. Usage::
+
+    python benchmarks/track_accuracy.py [--seeds 3] [--frames 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cellspot import ctc, track
+from cellspot.merge import object_table, slice_labels, stitch_slices
+from cellspot.simulate import SimulationConfig, simulate_movie
+
+REPO = Path(__file__).resolve().parents[1]
+CELL_CONFIG = REPO / "config" / "btrack" / "cell_config.json"
+
+
+def pipeline_labels(cells: np.ndarray, voxel_size, seed: int) -> np.ndarray:
+    """3D labels rebuilt by the merge stage from noisy per-slice 2D instances."""
+    out = np.zeros(cells.shape, dtype=np.uint32)
+    for t in range(cells.shape[0]):
+        l2d = slice_labels(cells[t], seed=seed * 1000 + t, p_drop=0.05, p_split=0.03,
+                           p_merge=0.03)
+        out[t] = stitch_slices(l2d, anisotropy=voxel_size)
+    return out
+
+
+def objects(labels: np.ndarray, voxel_size) -> pd.DataFrame:
+    frames = []
+    for t in range(labels.shape[0]):
+        df = object_table(labels[t], voxel_size=voxel_size)
+        frames.append(df.assign(t=t))
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate(tmp: Path, name: str, labels, tracks) -> dict:
+    track.write_ctc(tmp / name, labels, tracks)
+    r = ctc.evaluate_ctc(tmp / name, tmp / "gt")
+    n_div = int((tracks.groupby("track_id")["parent"].first() > 0).sum() // 2) if len(
+        tracks) else 0
+    return {"TRA": r["TRA"], "DET": r["DET"], "divisions": n_div}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--speeds", type=float, nargs="+", default=[0.4, 1.2])
+    ap.add_argument("--laptrack-distance", type=float, default=5.0,
+                    help="laptrack link, gap and division cutoff (µm)")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+
+    rows = []
+    for speed in args.speeds:
+        for seed in range(args.seeds):
+            cfg = SimulationConfig(n_timepoints=args.frames, n_cells=10, n_divisions=4,
+                                   cell_speed=speed)
+            m = simulate_movie(cfg, seed=seed)
+            vs = m.meta.voxel_size
+            n_div = int((m.lineage.parent_id > 0).sum() // 2)
+            with tempfile.TemporaryDirectory() as d:
+                tmp = Path(d)
+                ctc.write_ctc_ground_truth(tmp / "gt", m.cells, m.lineage)
+                t0 = time.perf_counter()
+                pipe = pipeline_labels(m.cells, vs, seed)
+                t_seg = time.perf_counter() - t0
+                for det, labels in (("gt", m.cells), ("pipeline", pipe)):
+                    objs = track.objects_from_labels(labels, vs) if det == "gt" else \
+                        objects(labels, vs)
+                    for method in ("btrack", "laptrack"):
+                        t0 = time.perf_counter()
+                        with open(os.devnull, "w") as f, contextlib.redirect_stdout(f):
+                            if method == "btrack":
+                                tr = track.track_cells(objs, CELL_CONFIG, vs,
+                                                       shape=labels.shape[1:])
+                            else:
+                                tr = track.track_laptrack(objs, vs, args.laptrack_distance)
+                        dt = time.perf_counter() - t0
+                        r = evaluate(tmp, f"{det}_{method}", labels, tr)
+                        rows.append({"speed_um": speed, "seed": seed, "detections": det,
+                                     "method": method, "objects": len(objs),
+                                     "true_divisions": n_div, **r, "time_s": dt})
+            print(f"speed {speed} seed {seed}: {len(m.lineage)} cells, {n_div} divisions, "
+                  f"merge stand-in {t_seg:.1f} s", flush=True)
+
+    df = pd.DataFrame(rows)
+    pd.set_option("display.width", 160)
+    print("\nPer movie:")
+    print(df.round(4).to_string(index=False))
+    summary = df.groupby(["speed_um", "detections", "method"]).agg(
+        TRA=("TRA", "mean"), TRA_min=("TRA", "min"), DET=("DET", "mean"),
+        divisions=("divisions", "sum"), true_divisions=("true_divisions", "sum"),
+        time_s=("time_s", "mean"))
+    print("\nMean over seeds:")
+    print(summary.round(4).to_string())
+    piv = df.pivot_table(index=["speed_um", "detections"], columns="method", values="TRA")
+    piv["btrack - laptrack"] = piv["btrack"] - piv["laptrack"]
+    print("\nTRA, btrack against the laptrack baseline:")
+    print(piv.round(4).to_string())
+
+
+if __name__ == "__main__":
+    main()
