@@ -15,6 +15,12 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/ingest.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/segment.smk"
+include: "workflow/rules/merge.smk"
+include: "workflow/rules/track.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/publish.smk"
 
 
 rule all:

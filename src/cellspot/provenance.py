@@ -36,3 +36,54 @@ def workflow_version() -> str:
         return f"{__version__}+g{ref[:10]}"
     except OSError:
         return __version__
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions(names=("numpy", "scipy", "scikit-image", "dask", "zarr", "tifffile",
+                            "torch", "mmcv", "mmdet", "mmengine", "btrack", "snakemake",
+                            "pandas")) -> dict:
+    """Installed versions of the packages that shape the results (None if absent)."""
+    from importlib import metadata
+
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def provenance_record(batch: str, movie: str | Path, config: dict,
+                      checkpoints: dict[str, str | Path]) -> dict:
+    """What produced a batch's results: workflow version, resolved config, input, models, software.
+
+    The movie is identified by path, size and modification time (hashing a large movie would cost
+    as much as ingesting it); model checkpoints by SHA-256.
+    """
+    import datetime
+    import platform
+
+    movie = Path(movie)
+    st = movie.stat()
+    return {
+        "batch": batch,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "workflow_version": workflow_version(),
+        "input": {"path": str(movie.resolve()), "bytes": st.st_size,
+                  "modified": datetime.datetime.fromtimestamp(
+                      st.st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")},
+        "checkpoints": {name: {"path": str(Path(p).resolve()), "sha256": file_digest(p)}
+                        for name, p in checkpoints.items()},
+        "config": config,
+        "software": {"python": platform.python_version(), **package_versions()},
+        "host": platform.node(),
+    }

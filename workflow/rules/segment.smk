@@ -11,6 +11,7 @@
 
 SEG = config["segment"]
 SEG_MODELS_DIR = SEG["models_dir"]
+SEG_MODEL_NAMES = ["cells", "spots"]
 
 
 def _seg(model):

@@ -1,0 +1,60 @@
+# Stage: what a person opens and what a batch records about how it was made.
+#
+#   view        preprocessed image + every label image -> results/{batch}/{batch}.ome.zarr
+#               (napari: `napari --plugin napari-ome-zarr results/b1/b1.ome.zarr`; nothing is
+#               copied, the image and labels are relative links to the stage outputs)
+#   provenance  -> results/{batch}/provenance.json: workflow version, resolved config, input movie,
+#               model checkpoints (SHA-256) and package versions
+
+VIEW_LABELS = ["cells", "nuclei", "semantic", "spots", "cells_tracked"]
+
+
+rule view:
+    input:
+        image="results/{batch}/preprocessed.ome.zarr",
+        labels=expand("results/{{batch}}/labels/{name}.zarr", name=VIEW_LABELS),
+    output:
+        zarr=directory("results/{batch}/{batch}.ome.zarr"),
+    params:
+        code=code_fingerprint("omezarr"),
+    log:
+        "results/{batch}/logs/view.log",
+    benchmark:
+        "results/{batch}/benchmarks/view.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=10,
+    conda:
+        "../../envs/ingest.yaml"
+    script:
+        "../scripts/publish_view.py"
+
+
+rule provenance:
+    input:
+        movie=batch_movie,
+        report="results/{batch}/report/report.html",
+        checkpoints=[segment_checkpoint(m) for m in SEG_MODEL_NAMES],
+    output:
+        json="results/{batch}/provenance.json",
+    params:
+        config=config,
+        models=SEG_MODEL_NAMES,
+        code=code_fingerprint("provenance"),
+    log:
+        "results/{batch}/logs/provenance.log",
+    benchmark:
+        "results/{batch}/benchmarks/provenance.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=10,
+    conda:
+        "../../envs/ingest.yaml"
+    script:
+        "../scripts/publish_provenance.py"
+
+
+TARGETS.append("results/{batch}/{batch}.ome.zarr")
+TARGETS.append("results/{batch}/provenance.json")
