@@ -49,3 +49,43 @@ def timepoint_blocks(batch):
     """(start, stop) blocks of `segment.timepoints_per_job` timepoints covering the movie."""
     n, k = n_timepoints(batch), config["segment"]["timepoints_per_job"]
     return [(a, min(a + k, n)) for a in range(0, n, k)]
+
+
+# --------------------------------------------------------------- segmentation (segment.smk)
+SEG = config["segment"]
+SEG_MODELS_DIR = SEG["models_dir"]
+SEG_MODEL_NAMES = ["cells", "spots"]
+
+
+def _seg(model):
+    return SEG["models"][model]
+
+
+def segment_checkpoint(model):
+    """The checkpoint inference uses: the user's, or the one segment_train writes."""
+    return _seg(model)["checkpoint"] or f"{SEG_MODELS_DIR}/{model}/checkpoint.pth"
+
+
+def segment_infer_config(model):
+    """Inference config: the trained model's resolved config, the user's, or none (the copy
+    stored inside the checkpoint is used)."""
+    if not _seg(model)["checkpoint"]:
+        return [f"{SEG_MODELS_DIR}/{model}/config.py"]
+    return [_seg(model)["checkpoint_config"]] if _seg(model)["checkpoint_config"] else []
+
+
+def segment_channels(model):
+    """Channel names of the model's input, from the roles in `channels:`."""
+    return [config["channels"].get(role, role) for role in _seg(model)["channels"]]
+
+
+def segment_outputs(batch, model):
+    """All block stores of a batch (what merge takes as input)."""
+    return [f"results/{batch}/segment/{model}/t{a:04d}-{b:04d}.zarr"
+            for a, b in timepoint_blocks(batch)]
+
+
+# --------------------------------------------------------------- merge (merge.smk)
+def merge_segmentation(wildcards):
+    """Block stores of both segmentation models (cells/nuclei and spots) of a batch."""
+    return [p for model in ("cells", "spots") for p in segment_outputs(wildcards.batch, model)]

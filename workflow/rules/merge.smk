@@ -14,11 +14,6 @@
 MERGE = config["merge"]
 
 
-def merge_segmentation(wildcards):
-    """Block stores of both segmentation models (cells/nuclei and spots) of a batch."""
-    return [p for model in ("cells", "spots") for p in segment_outputs(wildcards.batch, model)]
-
-
 rule merge:
     input:
         segmentation=merge_segmentation,

@@ -6,41 +6,8 @@
 #                  results/{batch}/segment/{model}/t{start}-{stop}.zarr (+ instances.parquet inside)
 #
 # With `segment.models.<model>.checkpoint` set, that checkpoint is used and nothing is trained.
-# Needs from common.smk: timepoint_blocks(batch) -> [(start, stop), ...] (stop exclusive, blocks of
+# Helpers (segment_checkpoint, segment_outputs, ...) live in common.smk. timepoint_blocks(batch) -> [(start, stop), ...] (stop exclusive, blocks of
 # config["segment"]["timepoints_per_job"] timepoints covering the movie).
-
-SEG = config["segment"]
-SEG_MODELS_DIR = SEG["models_dir"]
-SEG_MODEL_NAMES = ["cells", "spots"]
-
-
-def _seg(model):
-    return SEG["models"][model]
-
-
-def segment_checkpoint(model):
-    """The checkpoint inference uses: the user's, or the one segment_train writes."""
-    return _seg(model)["checkpoint"] or f"{SEG_MODELS_DIR}/{model}/checkpoint.pth"
-
-
-def segment_infer_config(model):
-    """Inference config: the trained model's resolved config, the user's, or none (the copy
-    stored inside the checkpoint is used)."""
-    if not _seg(model)["checkpoint"]:
-        return [f"{SEG_MODELS_DIR}/{model}/config.py"]
-    return [_seg(model)["checkpoint_config"]] if _seg(model)["checkpoint_config"] else []
-
-
-def segment_channels(model):
-    """Channel names of the model's input, from the roles in `channels:`."""
-    return [config["channels"].get(role, role) for role in _seg(model)["channels"]]
-
-
-def segment_outputs(batch, model):
-    """All block stores of a batch (what merge takes as input)."""
-    return [f"results/{batch}/segment/{model}/t{a:04d}-{b:04d}.zarr"
-            for a, b in timepoint_blocks(batch)]
-
 
 rule segment_coco:
     output:
