@@ -82,3 +82,18 @@ def test_written_ome_tiff_has_physical_metadata(small_movie_files, small_movie):
     truth = load_truth(small_movie_files)
     assert np.array_equal(truth["cells"], small_movie.cells)
     pd.testing.assert_frame_equal(truth["lineage"], small_movie.lineage)
+
+
+def test_empty_movies_have_empty_truth():
+    for cfg in (SimulationConfig(n_timepoints=2, shape=(4, 32, 32), n_cells=0),
+                SimulationConfig(n_timepoints=2, shape=(4, 32, 32), n_cells=1,
+                                 spots_per_cell=(0, 0))):
+        m = simulate_movie(cfg, 0)
+        assert len(m.spots) == 0 and m.image.shape == (2, 3, 4, 32, 32)
+
+
+def test_cell_centres_follow_the_labels(demo_movie):
+    merged = demo_movie.cell_centres.merge(demo_movie.cell_table, on=["t", "cell_id"])
+    # Label centroids sit near the true centres (tessellation with neighbours shifts them a bit).
+    d = np.hypot(merged.y_x - merged.y_y, merged.x_x - merged.x_y)
+    assert np.median(d) < 2.0

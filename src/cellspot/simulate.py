@@ -81,6 +81,7 @@ class SimulatedMovie:
     lineage: pd.DataFrame      # cell_id, t_start, t_end, parent_id (CTC man_track)
     drift: pd.DataFrame        # t, dz, dy, dx (px): raw = sample + drift
     cell_table: pd.DataFrame   # t, cell_id, z, y, x, volume_vox, n_spots, n_nuclear, n_cytoplasmic
+    cell_centres: pd.DataFrame  # t, cell_id, z, y, x: the true (unclipped) cell centres, px
     meta: ImageMeta
     config: SimulationConfig
 
@@ -268,7 +269,7 @@ def _spot_tracks(cfg, states, cells, nuclei, rng) -> pd.DataFrame:
             rows.append((t, sid, *((centers[cid] + off) / vs)))
         prev_centers = centers
     spots = pd.DataFrame(rows, columns=["t", "spot_id", "z", "y", "x"])
-    return spots
+    return spots.astype({"t": int, "spot_id": int, "z": float, "y": float, "x": float})
 
 
 # --------------------------------------------------------------------------- image formation
@@ -372,8 +373,11 @@ def simulate_movie(config: SimulationConfig | None = None, seed: int = 0) -> Sim
                              "dx": drift[:, 2]})
     meta = ImageMeta(channel_names=CHANNELS, voxel_size=tuple(cfg.voxel_size),
                      time_interval=cfg.time_interval, name="simulated")
+    centres = pd.DataFrame(
+        [(t, cid, *(c / vs)) for t, state in enumerate(states) for cid, c, *_ in state],
+        columns=["t", "cell_id", "z", "y", "x"]).astype({"t": int, "cell_id": int})
     return SimulatedMovie(image, cells, nuclei, spots, lineage, drift_df,
-                          cell_table(cells, nuclei, spots), meta, cfg)
+                          cell_table(cells, nuclei, spots), centres, meta, cfg)
 
 
 def cell_table(cells: np.ndarray, nuclei: np.ndarray, spots: pd.DataFrame) -> pd.DataFrame:
@@ -437,6 +441,7 @@ def write_simulation(movie: SimulatedMovie, outdir: str | Path) -> Path:
         movie.lineage.to_csv(tmp / "lineage.csv", index=False)
         movie.drift.to_csv(tmp / "drift.csv", index=False)
         movie.cell_table.to_csv(tmp / "cells.csv", index=False)
+        movie.cell_centres.to_csv(tmp / "cell_centres.csv", index=False)
         (tmp / "simulation.json").write_text(json.dumps(
             {"config": movie.config.model_dump(mode="json"),
              "voxel_size": list(movie.meta.voxel_size),
