@@ -501,6 +501,53 @@ def _split_waists(g: _Graph, ratio: float) -> None:
             g.nxt[a], g.prv[b] = 0, 0
 
 
+def _absorb_short_objects(g: _Graph, lut: np.ndarray, containment: float,
+                          max_slices: int = 3) -> None:
+    """Give short pieces running alongside a larger object to that object (in ``lut``).
+
+    Split fragments that also link to each other across slices form short objects of their
+    own. An object of at most ``max_slices`` slices whose every section lies for at least
+    ``containment`` on one other object H in the adjacent slices, where H also has a section
+    in that slice and is at least twice as large, is part of H. A small object stacked above
+    or below H is kept: H has no section in its slices.
+    """
+    Z = g.nodes.shape[0]
+    live = np.flatnonzero((lut > 0) & (g.area > 0))
+    if len(live) == 0:
+        return
+    obj_nodes = pd.Series(live).groupby(lut[live]).apply(list).to_dict()
+    volume = pd.Series(g.area[live]).groupby(lut[live]).sum().to_dict()
+    present = set(zip(lut[live].tolist(), g.node_z[live].tolist()))
+    for lab, nodes in obj_nodes.items():
+        zs = {int(g.node_z[n]) for n in nodes}
+        if len(zs) > max_slices:
+            continue
+        host = None
+        for z in zs:
+            cover: dict[int, int] = {}
+            mine = [n for n in nodes if g.node_z[n] == z]
+            area = g.area[mine].sum()
+            for zn in (z - 1, z + 1):
+                if not 0 <= zn < Z:
+                    continue
+                ia, ib, cnt = g.overlap(min(z, zn), max(z, zn))
+                f_side, p_side = (ia, ib) if zn > z else (ib, ia)
+                sel = np.isin(f_side, mine)
+                for p, c in zip(p_side[sel].tolist(), cnt[sel].tolist()):
+                    h = int(lut[p])
+                    if h and h != lab:
+                        cover[h] = max(cover.get(h, 0), 0) + c
+            # Count each host once per adjacent slice at most: use the better side.
+            best = max(cover, key=cover.get, default=None)
+            if best is None or cover[best] < containment * area or (best, z) not in present \
+                    or (host is not None and best != host):
+                host = None
+                break
+            host = best
+        if host is not None and volume.get(host, 0) >= 2 * volume[lab]:
+            lut[nodes] = host
+
+
 def _link_iou(g: _Graph, a: int, b: int) -> float:
     c = _overlap_count(g, a, b)
     return c / (g.area[a] + g.area[b] - c)
@@ -590,14 +637,17 @@ def stitch_slices(labels_2d: np.ndarray, iou_threshold: float = 0.3, max_gap: in
         return np.zeros(out_shape, np.uint32)
     sampling = (float(anisotropy[1]), float(anisotropy[2]))
     gap = _gap_slices(max_gap, max_gap_um, anisotropy)
-    _join_split_instances(g, fragment_containment)
+    # Pieces of a split section overlap a growing or shrinking neighbour less: half the bar.
+    _join_split_instances(g, fragment_containment / 2)
     _link_adjacent(g, iou_threshold)
     gaps = _link_gaps(g, iou_threshold, gap) if gap > 0 else []
     resolved = _resolve_merges(g, gaps, merge_coverage, sampling) if gaps else set()
     gaps += _absorb_fragments(g, fragment_containment, gap)
     if waist_ratio > 0:
         _split_waists(g, waist_ratio)
-    lut = _chains_to_labels(g).astype(np.uint32)
+    lut = _chains_to_labels(g)
+    _absorb_short_objects(g, lut, fragment_containment)
+    lut = lut.astype(np.uint32)
     out = lut[g.nodes]
     if fill_gaps and gaps:
         _interpolate_gaps(g, [uv for uv in gaps if uv not in resolved], out, lut, sampling)
@@ -605,8 +655,15 @@ def stitch_slices(labels_2d: np.ndarray, iou_threshold: float = 0.3, max_gap: in
         vol = np.bincount(out.ravel())
         small = np.flatnonzero(vol < min_volume_vox)
         out[np.isin(out, small[small > 0])] = 0
-        out = _sequential(out)
-    return out  # objects are numbered 1..K without gaps
+    return _sequential_fast(out, lut)
+
+
+def _sequential_fast(out: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Renumber 1..K only if absorbed or removed objects left gaps (skips a full pass)."""
+    used = np.unique(lut[lut > 0])
+    if len(used) == 0 or (used[-1] == len(used) and out.max() == len(used)):
+        return out
+    return _sequential(out)
 
 
 def _sequential(labels: np.ndarray) -> np.ndarray:
@@ -1235,7 +1292,14 @@ def merge_timepoint(cells_2d: np.ndarray | None, nuclei_2d: np.ndarray | None,
     else:
         stab = pd.concat([_empty_spots(), _empty_objects(names).drop(
             columns=["label", "z", "y", "x"])], axis=1)
-    return MergedTimepoint(cells, nuclei, sem, blobs, ctab, ntab, stab)
+    return MergedTimepoint(cells, nuclei, sem, blobs, ctab, ntab, _object_columns_first(stab))
+
+
+def _object_columns_first(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns in the order of :func:`object_table`, then the rest."""
+    first = ["label", "z", "y", "x", "volume_vox", "volume_um3"] + [
+        f"bbox_{a}{e}" for e in "01" for a in "zyx"] + [c for c in df if c.startswith("mean_")]
+    return df[[c for c in first if c in df] + [c for c in df if c not in first]]
 
 
 # --------------------------------------------------------------------------- test input
