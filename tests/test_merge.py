@@ -86,6 +86,14 @@ def test_split_instance_rejoined(scene):
         s[z][yy[xx < 45], xx[xx < 45]] = 50
         out = merge.stitch_slices(s)
         assert same_partition(scene, out), z
+    # The same cut in two consecutive slices: the pieces link to each other, then rejoin.
+    s = slices.copy()
+    for z in (6, 7):
+        m = scene[z] == 3
+        yy, xx = np.nonzero(m)
+        s[z][yy[xx < 42], xx[xx < 42]] = 50
+    assert same_partition(scene, merge.stitch_slices(s))
+    assert merge.stitch_slices_cellpose(s).max() > 4
 
 
 def test_merged_instance_split_between_objects(scene):
@@ -316,6 +324,13 @@ def test_run_merge_writes_labels_and_tables(tmp_path, scene):
         int(cells[0][tuple(np.round(p).astype(int))]) for p in spots_truth]
     assert (np.asarray(open_array(labels["spots"])[0]) > 0).sum() == stab["volume_vox"].sum()
     assert not any(p.name.startswith(".") for p in (tmp_path / "labels").iterdir())
+    # The lead's view rule links them over the image, as napari opens them.
+    from cellspot.omezarr import assemble_view
+
+    view = tmp_path / "b1.ome.zarr"
+    assemble_view(image, labels, view)
+    np.testing.assert_array_equal(open_array(view / "labels" / "cells"), cells)
+    assert read_attrs(view / "labels")["labels"] == list(merge.LABEL_NAMES)
 
 
 def test_run_merge_clear_error_on_bad_segmentation(tmp_path):
