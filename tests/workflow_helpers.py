@@ -15,27 +15,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_workdir(root: Path, movies: dict[str, Path], **config_updates) -> Path:
     """A working directory as a user deploys it: ``config/`` with a samples sheet of ``movies``."""
-    (root / "config").mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    # Deployed like snakedeploy does: the whole config/ folder (model configs, btrack JSON...).
+    shutil.copytree(REPO / "config", root / "config", dirs_exist_ok=True)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    for key, value in config_updates.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key].update(value)
-        else:
-            config[key] = value
+    deep_update(config, config_updates)
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     rows = "".join(f"{name}\t{path}\n" for name, path in movies.items())
     (root / "config" / "samples.tsv").write_text("batch\tpath\n" + rows)
     return root
 
 
+def deep_update(config: dict, updates: dict) -> dict:
+    """Merge ``updates`` into ``config`` recursively, as Snakemake merges config files."""
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            deep_update(config[key], value)
+        else:
+            config[key] = value
+    return config
+
+
 def update_config(workdir: Path, **updates) -> None:
     path = workdir / "config" / "config.yaml"
     config = yaml.safe_load(path.read_text())
-    for key, value in updates.items():
-        if isinstance(value, dict):
-            config.setdefault(key, {}).update(value)
-        else:
-            config[key] = value
+    deep_update(config, updates)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
