@@ -1,16 +1,36 @@
 """The workflow end to end with the local executor: dry run, run, re-run triggers, bad input."""
 
 import hashlib
+import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
+import yaml
 
 from cellspot.omezarr import open_array, read_meta
-from workflow_helpers import copy_movie, make_workdir, planned_jobs, snakemake, update_config
+from workflow_helpers import (REPO, copy_movie, make_workdir, planned_jobs, snakemake,
+                              update_config)
 
-# Rules that run once per batch, in DAG order. Stages append here as they are wired in.
-PER_BATCH_RULES = ["ingest"]
+# Jobs per batch, per rule, in DAG order (one block of timepoints: segment_infer runs per model).
+PER_BATCH = {"ingest": 1, "preprocess": 1, "segment_infer": 2, "merge": 1, "track": 1,
+             "report": 1, "view": 1, "provenance": 1}
+# Jobs shared by all batches.
+SHARED = {"segment_coco": 2, "segment_train": 2, "summary": 1, "all": 1}
+AFTER = {  # what a change of a stage's setting must re-run (per batch), and nothing else
+    "preprocess": ["preprocess", "segment_infer", "merge", "track", "report", "view",
+                   "provenance"],
+    "merge": ["merge", "track", "report", "view", "provenance"],
+    "track": ["track", "report", "view", "provenance"],
+}
+CPU_SETTINGS = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+
+
+def expected(n_batches, rules=None, shared=("summary", "all")):
+    jobs = {r: k * n_batches for r, k in PER_BATCH.items() if rules is None or r in rules}
+    jobs.update({r: SHARED[r] for r in shared})
+    return jobs
 
 
 @pytest.fixture(scope="module")
@@ -18,42 +38,77 @@ def workdir(small_movie_files, tmp_path_factory):
     root = tmp_path_factory.mktemp("wf")
     a = copy_movie(small_movie_files / "movie.ome.tif", root / "raw", "a.ome.tif")
     b = copy_movie(small_movie_files / "movie.ome.tif", root / "raw", "b.ome.tif")
-    return make_workdir(root, {"a": a, "b": b})
+    return make_workdir(root, {"a": a, "b": b}, **CPU_SETTINGS)
 
 
 def test_dry_run_lists_every_stage_per_batch(workdir):
-    jobs = planned_jobs(workdir)
-    assert jobs == {**{r: 2 for r in PER_BATCH_RULES}, "all": 1}
+    assert planned_jobs(workdir) == expected(2, shared=SHARED)
 
 
-def test_run_writes_ome_zarr_equal_to_input(workdir, small_movie):
+@pytest.mark.slow
+def test_run_processes_every_batch_to_the_end(workdir, small_movie):
     raw = workdir / "raw" / "a.ome.tif"
     digest = hashlib.sha256(raw.read_bytes()).hexdigest()
-    snakemake(workdir)
+    snakemake(workdir, timeout=3600)
+    assert hashlib.sha256(raw.read_bytes()).hexdigest() == digest  # raw data untouched
     for batch in "ab":
-        arr = open_array(workdir / "results" / batch / "raw.ome.zarr")
-        assert np.array_equal(arr[...], small_movie.image)
-        assert read_meta(workdir / "results" / batch / "raw.ome.zarr").name == batch
-        assert (workdir / "results" / batch / "logs" / "ingest.log").read_text().count("done") >= 1
-        assert (workdir / "results" / batch / "benchmarks" / "ingest.tsv").exists()
-    assert hashlib.sha256(raw.read_bytes()).hexdigest() == digest
+        res = workdir / "results" / batch
+        assert np.array_equal(open_array(res / "raw.ome.zarr")[...], small_movie.image)
+        assert read_meta(res / "raw.ome.zarr").name == batch
+        pre = open_array(res / "preprocessed.ome.zarr")
+        assert pre.shape == small_movie.image.shape and pre.dtype == np.float32
+        assert set(pd.read_csv(res / "drift.csv").columns) >= {"t", "dz", "dy", "dx", "quality"}
+        for table in ("cells", "nuclei", "spots", "cell_tracks", "spot_tracks", "cell_stats"):
+            pd.read_parquet(res / "tables" / f"{table}.parquet")  # readable, maybe empty
+        assert (res / "report" / "report.html").stat().st_size > 10_000
+        assert (res / "track" / "ctc" / "res_track.txt").exists()
+        prov = json.loads((res / "provenance.json").read_text())
+        assert prov["batch"] == batch and "segment" in prov["config"]
+        assert set(prov["checkpoints"]) == {"cells", "spots"}
+        for rule in PER_BATCH:
+            log = next((res / "logs").glob(f"{rule}*.log"))
+            assert "done" in log.read_text(), f"{log} does not say the rule finished"
+            assert next((res / "benchmarks").glob(f"{rule}*.tsv"))
     assert planned_jobs(workdir) == {}  # everything is up to date
 
 
-def test_changed_setting_reruns_that_stage_and_what_follows(workdir):
-    update_config(workdir, ingest={"chunk_mb": 4})
-    assert planned_jobs(workdir) == {**{r: 2 for r in PER_BATCH_RULES}, "all": 1}
-    update_config(workdir, ingest={"chunk_mb": 8})
+@pytest.mark.slow
+def test_napari_dataset_has_image_and_labels(workdir):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    nodes = list(Reader(parse_url(str(workdir / "results" / "a" / "a.ome.zarr")))())
+    names = {n.metadata.get("name") for n in nodes}
+    assert {"cells", "nuclei", "semantic", "spots", "cells_tracked"} <= names
+    image = nodes[0]
+    assert image.metadata["channel_names"] == ["nucleus", "cytoplasm", "rna"]
+    cells = [n for n in nodes if n.metadata.get("name") == "cells"][0]
+    assert cells.data[0].shape == (4, 16, 96, 96)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,update", [
+    ("preprocess", {"preprocess": {"registration": {"upsample_factor": 10}}}),
+    ("merge", {"merge": {"iou_threshold": 0.25}}),
+    ("track", {"track": {"spot_tile_size": 1000}}),
+])
+def test_changed_setting_reruns_that_stage_and_what_follows(workdir, stage, update):
+    before = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    update_config(workdir, **update)
+    try:
+        assert planned_jobs(workdir) == expected(2, AFTER[stage])
+    finally:
+        (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(before, sort_keys=False))
     assert planned_jobs(workdir) == {}
 
 
+@pytest.mark.slow
 def test_new_batch_in_inbox_is_the_only_new_work(workdir, small_movie_files):
     inbox = workdir / "inbox"
     copy_movie(small_movie_files / "movie.ome.tif", inbox, "night 1.ome.tif")
     update_config(workdir, inbox=str(inbox))
-    try:
-        jobs = planned_jobs(workdir)
-        assert jobs == {**{r: 1 for r in PER_BATCH_RULES}, "all": 1}
+    try:  # after the full run: the models exist, only the new batch is planned
+        assert planned_jobs(workdir) == expected(1)
     finally:
         update_config(workdir, inbox="")
 
@@ -64,7 +119,7 @@ def test_corrupt_movie_fails_with_its_name_and_leaves_no_output(tmp_path, small_
     bad.parent.mkdir()
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     wd = make_workdir(tmp_path, {"bad": bad})
-    proc = snakemake(wd, check=False)
+    proc = snakemake(wd, "results/bad/raw.ome.zarr", check=False)
     assert proc.returncode != 0
     log = (wd / "results" / "bad" / "logs" / "ingest.log").read_text()
     assert "bad.ome.tif" in log and "truncated or corrupt" in log
@@ -79,7 +134,7 @@ def test_mis_shaped_plain_tiff_fails_clearly(tmp_path):
     tifffile.imwrite(plain, np.zeros((6, 16, 16), np.uint16), metadata=None)
     wd = make_workdir(tmp_path, {})
     (wd / "config" / "samples.tsv").write_text(f"batch\tpath\taxes\nflat\t{plain}\tTCZYX\n")
-    proc = snakemake(wd, check=False)
+    proc = snakemake(wd, "results/flat/raw.ome.zarr", check=False)
     assert proc.returncode != 0
     log = (wd / "results" / "flat" / "logs" / "ingest.log").read_text()
     assert "flat.tif: the image has 3 dimensions" in log

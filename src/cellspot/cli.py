@@ -93,7 +93,8 @@ def cmd_demo(args) -> int:
     if not DEMO_MOVIE.exists():
         logging.info("simulating the demo movie (seed %d) -> %s", DEMO_SEED, DEMO_MOVIE)
         write_simulation(simulate_movie(seed=DEMO_SEED), DEMO_MOVIE.parent)
-    cmd = [sys.executable, "-m", "snakemake", "--profile", args.profile, *args.snakemake_args]
+    cmd = [sys.executable, "-m", "snakemake", "--profile", args.profile,
+           "--configfile", "config/demo.yaml", *args.snakemake_args]
     logging.info("running: %s", shlex.join(cmd))
     return subprocess.call(cmd)
 
