@@ -242,10 +242,12 @@ def _join_split_instances(g: _Graph, containment: float) -> None:
         up, dn = g.overlap(z - 1, z), g.overlap(z, z + 1)
         frac_up = up[2] / g.area[up[1]]
         frac_dn = dn[2] / g.area[dn[0]]
-        best_up = {int(f): (int(p), int(c)) for p, f, c, fr in zip(*up, frac_up)
-                   if fr >= containment}
-        best_dn = {int(f): (int(n), int(c)) for f, n, c, fr in zip(*dn, frac_dn)
-                   if fr >= containment}
+        # Each fragment's main neighbour above and below (ascending order: the last one wins).
+        o_up, o_dn = np.argsort(frac_up, kind="stable"), np.argsort(frac_dn, kind="stable")
+        best_up = {int(up[1][i]): (int(up[0][i]), int(up[2][i])) for i in o_up
+                   if frac_up[i] >= containment}
+        best_dn = {int(dn[0][i]): (int(dn[1][i]), int(dn[2][i])) for i in o_dn
+                   if frac_dn[i] >= containment}
         groups: dict[tuple[int, int], list[int]] = {}
         for f in set(best_up) & set(best_dn):
             groups.setdefault((best_up[f][0], best_dn[f][0]), []).append(f)
