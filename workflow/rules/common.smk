@@ -1,15 +1,18 @@
 # Shared set-up: config validation, batch discovery, helpers used by every stage's rules.
+import functools
 import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 # The workflow's own package (src/cellspot), whatever environment runs the Snakefile.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from cellspot.batches import discover_batches  # noqa: E402
+from cellspot.errors import CellspotError  # noqa: E402
 from cellspot.omezarr import open_array  # noqa: E402
 from cellspot.provenance import code_fingerprint, workflow_version  # noqa: E402
 from cellspot.tiffio import count_timepoints  # noqa: E402
@@ -37,12 +40,19 @@ def batch_movie(wildcards):
     return BATCHES[wildcards.batch].path
 
 
+@functools.cache
 def n_timepoints(batch):
     """Timepoints of a batch: from its OME-Zarr once ingested, else from the movie's header."""
     raw = Path(f"results/{batch}/raw.ome.zarr")
     if (raw / "0" / ".zarray").exists():
         return open_array(raw).shape[0]
-    return count_timepoints(BATCHES[batch].path, BATCHES[batch].axes)
+    try:
+        return count_timepoints(BATCHES[batch].path, BATCHES[batch].axes)
+    except CellspotError as exc:
+        # Plan one block; the batch's ingest job then fails with this message, and a bad
+        # movie does not stop the other batches from being planned and processed.
+        logger.warning(f"batch {batch}: {exc}")
+        return 1
 
 
 def timepoint_blocks(batch):
