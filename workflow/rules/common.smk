@@ -31,6 +31,11 @@ wildcard_constraints:
     batch="|".join(re.escape(b) for b in BATCHES) or "__no_batch__",
 
 
+def scaled_mem(mb):
+    """``mem_mb`` that grows with the attempt: a job killed for memory is retried with more."""
+    return lambda wildcards, attempt: int(mb) * attempt
+
+
 def batch_info(wildcards):
     """Declared metadata of a batch, as a plain dict (a rule param)."""
     return asdict(BATCHES[wildcards.batch])

@@ -17,7 +17,7 @@ rule ingest:
         "results/{batch}/benchmarks/ingest.tsv"
     threads: 1
     resources:
-        mem_mb=config["ingest"]["mem_mb"],
+        mem_mb=scaled_mem(config["ingest"]["mem_mb"]),
         runtime=60,
     conda:
         "../../envs/ingest.yaml"

@@ -36,7 +36,7 @@ rule merge:
         "results/{batch}/benchmarks/merge.tsv"
     threads: 1
     resources:
-        mem_mb=MERGE["mem_mb"],
+        mem_mb=scaled_mem(MERGE["mem_mb"]),
         runtime=MERGE["runtime"],
     conda:
         "../../envs/merge.yaml"

@@ -29,7 +29,7 @@ rule preprocess:
         "results/{batch}/benchmarks/preprocess.tsv"
     threads: PREPROCESS["threads"]
     resources:
-        mem_mb=PREPROCESS["mem_mb"],
+        mem_mb=scaled_mem(PREPROCESS["mem_mb"]),
         runtime=PREPROCESS["runtime"],
     conda:
         "../../envs/preprocess.yaml"

@@ -23,7 +23,7 @@ rule view:
         "results/{batch}/benchmarks/view.tsv"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=scaled_mem(500),
         runtime=10,
     conda:
         "../../envs/ingest.yaml"
@@ -48,7 +48,7 @@ rule provenance:
         "results/{batch}/benchmarks/provenance.tsv"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=scaled_mem(500),
         runtime=10,
     conda:
         "../../envs/ingest.yaml"

@@ -101,7 +101,7 @@ rule report:
         "results/{batch}/benchmarks/report.tsv"
     threads: 1
     resources:
-        mem_mb=REPORT.get("mem_mb", 4000),
+        mem_mb=scaled_mem(REPORT.get("mem_mb", 4000)),
         runtime=REPORT.get("runtime", 60),
     conda:
         "../../envs/report.yaml"
@@ -124,7 +124,7 @@ rule summary:
         "results/summary/benchmarks/summary.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=scaled_mem(1000),
         runtime=10,
     conda:
         "../../envs/report.yaml"

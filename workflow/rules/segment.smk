@@ -24,7 +24,7 @@ rule segment_coco:
         model="cells|spots",
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=scaled_mem(8000),
         runtime=60,
     conda:
         "../../envs/segment.yaml"
@@ -57,7 +57,7 @@ rule segment_train:
     threads: lambda w: _seg(w.model)["train"]["threads"]
     resources:
         gpu=lambda w: _seg(w.model)["train"]["gpu"],
-        mem_mb=lambda w: _seg(w.model)["train"]["mem_mb"],
+        mem_mb=lambda w, attempt: _seg(w.model)["train"]["mem_mb"] * attempt,
         runtime=lambda w: _seg(w.model)["train"]["runtime"],
     conda:
         "../../envs/segment.yaml"
@@ -88,7 +88,7 @@ rule segment_infer:
     threads: lambda w: _seg(w.model)["infer"]["threads"]
     resources:
         gpu=lambda w: _seg(w.model)["infer"]["gpu"],
-        mem_mb=lambda w: _seg(w.model)["infer"]["mem_mb"],
+        mem_mb=lambda w, attempt: _seg(w.model)["infer"]["mem_mb"] * attempt,
         runtime=lambda w: _seg(w.model)["infer"]["runtime"],
     conda:
         "../../envs/segment.yaml"

@@ -37,7 +37,7 @@ rule track:
         "results/{batch}/benchmarks/track.tsv"
     threads: 1
     resources:
-        mem_mb=TRACK["mem_mb"],
+        mem_mb=scaled_mem(TRACK["mem_mb"]),
         runtime=TRACK["runtime"],
     conda:
         "../../envs/track.yaml"

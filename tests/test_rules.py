@@ -120,3 +120,23 @@ def test_env_lists_every_import_pinned(name, smk, conda, script):
             unpinned.append(pkg)
     assert not missing, f"rule {name}: {conda} lacks {missing}"
     assert not unpinned, f"rule {name}: {conda} does not pin {unpinned}"
+
+
+def rule_blocks():
+    for name, smk, _, _ in RULES:
+        text = smk.read_text()
+        start = text.index(f"rule {name}:")
+        nxt = re.search(r"\n(rule|checkpoint) \w+:", text[start + 1:])
+        yield name, text[start: start + 1 + nxt.start()] if nxt else text[start:]
+
+
+@pytest.mark.parametrize("name,block", list(rule_blocks()), ids=[r[0] for r in RULES])
+def test_rule_declares_resources_log_and_benchmark(name, block):
+    if name == "all":
+        return
+    for key in ("threads:", "mem_mb=", "runtime=", "log:", "benchmark:", "conda:"):
+        assert key in block, f"rule {name} lacks {key}"
+    # Only the Mask R-CNN rules ask for a GPU; every CPU rule must leave GPUs to them.
+    assert ("gpu=" in block) == name.startswith(("segment_train", "segment_infer")), name
+    # Memory grows with the attempt (OOM retries).
+    assert "attempt" in block or "scaled_mem(" in block, f"rule {name}: mem_mb ignores attempt"
