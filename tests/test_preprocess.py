@@ -25,6 +25,7 @@ from cellspot.preprocess import (
     normalization_params,
     normalize_block,
     preprocess_movie,
+    process_channel_dask,
 )
 from cellspot.register import shift_volume
 
@@ -97,6 +98,21 @@ def test_chunked_filters_over_time_axis(volume):
     got = filter_dask(da.from_array(movie, chunks=(1,) + CHUNKS), filters, VOXEL).compute()
     for t in range(3):
         want = apply_filters(movie[t], filters, VOXEL)
+        assert np.abs(got[t] - want).max() < 1e-5 * float(np.ptp(want))
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_fused_channel_pass_equals_whole_volume(volume, order):
+    """Normalise + filter + shift in one chunked pass (what the stage runs) == whole volumes."""
+    movie = np.stack([volume * 1000 + 50, volume[:, ::-1] * 900 + 60, volume[::-1] * 800 + 70])
+    shifts = np.array([[0, 0, 0], [2.6, -5.3, 3.2], [-1.4, 2.2, -7.9]])
+    norm = (50.0, 1 / 1000.0, 0.0)
+    filters = FILTERS["chain"]
+    got = process_channel_dask(da.from_array(movie, chunks=(1,) + CHUNKS), norm, filters,
+                               VOXEL, shifts, order).compute()
+    for t in range(3):
+        want = shift_volume(apply_filters(normalize_block(movie[t], *norm), filters, VOXEL),
+                            shifts[t], order)
         assert np.abs(got[t] - want).max() < 1e-5 * float(np.ptp(want))
 
 

@@ -51,7 +51,8 @@ from cellspot.register import (
     estimate_drift,
     map_overlap_exact,
     plot_drift,
-    shift_dask,
+    shift_margin,
+    shift_volume,
     write_drift_csv,
 )
 
@@ -298,6 +299,15 @@ def _float_hist(block: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.bincount(idx, minlength=_N_FLOAT_BINS)
 
 
+def _tree_sum(parts: list):
+    """Sum delayed arrays pairwise, so that only a few partial sums are alive at a time."""
+    parts = list(parts)
+    while len(parts) > 1:
+        parts = [dask.delayed(np.add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+                 for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
 def _percentiles_from_counts(counts: np.ndarray, values: np.ndarray,
                              q: Sequence[float]) -> list[float]:
     """``numpy.percentile`` (linear) of the data whose histogram over ``values`` is ``counts``."""
@@ -331,8 +341,8 @@ def channel_stats(channel: da.Array, name: str, low: float = 1.0, high: float = 
     if dtype.kind in "uib" and dtype.itemsize <= 2:
         info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
         n_bins = int(info.max) - int(info.min) + 1
-        hists = [dask.delayed(_int_hist)(b, int(info.min), n_bins) for b in blocks]
-        counts = np.sum(dask.compute(*hists), axis=0)
+        counts = _tree_sum([dask.delayed(_int_hist)(b, int(info.min), n_bins)
+                            for b in blocks]).compute()
         values = np.arange(int(info.min), int(info.max) + 1, dtype=np.float64)
         nz = np.flatnonzero(counts)
         lo_p, hi_p = _percentiles_from_counts(counts, values, (low, high))
@@ -346,8 +356,7 @@ def channel_stats(channel: da.Array, name: str, low: float = 1.0, high: float = 
         return ChannelStats(name, 0.0, 0.0, 0.0, 0.0, n, n_bad, 0)
     if not vmax > vmin:
         return ChannelStats(name, vmin, vmin, vmin, vmax, n, n_bad, 0)
-    hists = [dask.delayed(_float_hist)(b, vmin, vmax) for b in blocks]
-    counts = np.sum(dask.compute(*hists), axis=0)
+    counts = _tree_sum([dask.delayed(_float_hist)(b, vmin, vmax) for b in blocks]).compute()
     centres = vmin + (np.arange(_N_FLOAT_BINS) + 0.5) * (vmax - vmin) / _N_FLOAT_BINS
     lo_p, hi_p = _percentiles_from_counts(counts, centres, (low, high))
     n_sat = 0
@@ -393,6 +402,40 @@ def normalize_block(block: np.ndarray, offset: float, scale: float, fill: float)
     if block.dtype.kind == "f":
         out[~np.isfinite(block)] = fill
     return out
+
+
+def _process_block(block, norm, filters, voxel_size, shifts, order, block_info=None):
+    t0, t1 = block_info[0]["array-location"][0]
+    out = np.empty(block.shape, dtype=np.float32)
+    for i, t in enumerate(range(t0, t1)):
+        vol = apply_filters(normalize_block(block[i], *norm), filters, voxel_size)
+        out[i] = vol if shifts is None else shift_volume(vol, shifts[t], order)
+    return out
+
+
+def process_channel_dask(channel: da.Array, norm: tuple[float, float, float], filters: Sequence,
+                         voxel_size: Sequence[float], shifts: np.ndarray | None = None,
+                         order: int = 1) -> da.Array:
+    """Normalise, filter and shift a ``(T, Z, Y, X)`` channel in one pass over its chunks.
+
+    Equals ``shift_dask(filter_dask(normalised), ...)``, but one task per chunk reads a slab
+    with the filter halo plus the shift halo, so no intermediate chunks are kept alive.
+
+    Parameters
+    ----------
+    norm : (offset, scale, fill)
+        From :func:`normalization_params`.
+    shifts : (T, 3) array, optional
+        Drift to undo per timepoint (``None``: no shift).
+    """
+    halo = np.array(filter_halo(filters, voxel_size))
+    if shifts is not None:
+        shifts = np.asarray(shifts, dtype=float)
+        halo += np.ceil(np.abs(shifts).max(axis=0)).astype(int) + shift_margin(order)
+    depth = {0: 0, 1: int(halo[0]), 2: int(halo[1]), 3: int(halo[2])}
+    return map_overlap_exact(channel, _process_block, depth, norm=tuple(norm),
+                             filters=list(filters), voxel_size=tuple(voxel_size), shifts=shifts,
+                             order=order)
 
 
 # --------------------------------------------------------------------------- settings
@@ -443,6 +486,27 @@ class PreprocessSettings(_Model):
 
 
 # --------------------------------------------------------------------------- scheduler
+
+
+def limit_heap_growth(threshold: int = 1 << 16) -> bool:
+    """Make glibc return freed chunk buffers to the system (call once per process).
+
+    glibc raises its mmap threshold after large blocks are freed, so later chunk-sized buffers
+    come from the heap and stay resident: peak RSS then grows with the number of buffers ever
+    used, not with those alive. Fixing the thresholds keeps RSS close to the live data. Returns
+    False where glibc is absent (no effect).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, threshold)) and bool(mallopt(m_trim_threshold, threshold))
 
 
 @contextlib.contextmanager
@@ -550,12 +614,9 @@ def preprocess_movie(
         outs = []
         for c, name in enumerate(meta.channel_names):
             ch = settings.channels.get(name, ChannelSettings())
-            offset, scale, fill = params[c]
-            y = x[:, c].map_blocks(normalize_block, offset, scale, fill, dtype=np.float32)
-            y = filter_dask(y, ch.filters, voxel)
-            if reg.enabled and np.any(shifts != 0):
-                y = shift_dask(y, shifts, order=reg.order)
-            outs.append(y)
+            outs.append(process_channel_dask(
+                x[:, c], params[c], ch.filters, voxel,
+                shifts if reg.enabled and np.any(shifts != 0) else None, reg.order))
         result = da.stack(outs, axis=1)
 
         out_meta = ImageMeta(meta.channel_names, voxel, meta.time_interval, meta.name,

@@ -85,6 +85,7 @@ def overlap_ncc(ref: np.ndarray, mov: np.ndarray, shift: Sequence[float]) -> flo
     """Pearson correlation of ``ref`` and ``mov`` over their overlap at the (rounded) ``shift``.
 
     ``mov(p + shift) ~ ref(p)``. Returns 0 when either side is flat or the overlap is empty.
+    Sums are accumulated in float64 one plane at a time (no float64 copy of the volumes).
     """
     rs, ms = [], []
     for n, d in zip(ref.shape, shift):
@@ -93,12 +94,17 @@ def overlap_ncc(ref: np.ndarray, mov: np.ndarray, shift: Sequence[float]) -> flo
             return 0.0
         rs.append(slice(0, n - k) if k >= 0 else slice(-k, n))
         ms.append(slice(k, n) if k >= 0 else slice(0, n + k))
-    a = ref[tuple(rs)].astype(np.float64).ravel()
-    b = mov[tuple(ms)].astype(np.float64).ravel()
-    a -= a.mean()
-    b -= b.mean()
-    den = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b) / den if den > 0 else 0.0
+    a_all, b_all = ref[tuple(rs)], mov[tuple(ms)]
+    sums = np.zeros(5)
+    for a, b in zip(a_all, b_all):
+        a = a.astype(np.float64).ravel()
+        b = b.astype(np.float64).ravel()
+        sums += (a.sum(), b.sum(), a @ a, b @ b, a @ b)
+    n = a_all.size
+    sa, sb, saa, sbb, sab = sums
+    cov = sab - sa * sb / n
+    den = math.sqrt(max(saa - sa * sa / n, 0.0) * max(sbb - sb * sb / n, 0.0))
+    return float(cov / den) if den > 0 else 0.0
 
 
 def refine_shift(ref: np.ndarray, mov: np.ndarray, start: Sequence[float],
@@ -143,22 +149,34 @@ def refine_shift(ref: np.ndarray, mov: np.ndarray, start: Sequence[float],
     return out, c0
 
 
-def _gaussian_transfer(shape: Sequence[int], sigma: float) -> np.ndarray:
-    """Fourier transform of a unit-sum Gaussian of width ``sigma`` px (fftn frequency layout)."""
+def _gaussian_transfer(shape: Sequence[int], sigma: float, real: bool = False) -> np.ndarray:
+    """Fourier transform of a unit-sum Gaussian of width ``sigma`` px, on the ``fftn`` grid
+    (or the ``rfftn`` grid, last axis halved, if ``real``)."""
     g = np.ones([1] * len(shape), dtype=np.float32)
     for ax, n in enumerate(shape):
-        f = scipy.fft.fftfreq(n)
+        last = real and ax == len(shape) - 1
+        f = scipy.fft.rfftfreq(n) if last else scipy.fft.fftfreq(n)
         s = [1] * len(shape)
-        s[ax] = n
+        s[ax] = f.size
         g = g * np.exp(-2.0 * (np.pi * sigma * f) ** 2).astype(np.float32).reshape(s)
     return g
 
 
-def volume_fft(volume: np.ndarray, window: float = 0.0) -> np.ndarray:
-    """FFT of a prepared volume, tapered by a Tukey window (fraction ``window``) if > 0."""
+def volume_fft(volume: np.ndarray, window: float = 0.0, real: bool = True) -> np.ndarray:
+    """FFT (``rfftn`` if ``real``) of a prepared volume, Tukey-tapered by ``window`` if > 0."""
     if window > 0:
         volume = volume * _tukey(volume.shape, window)
-    return scipy.fft.fftn(volume)
+    return scipy.fft.rfftn(volume) if real else scipy.fft.fftn(volume)
+
+
+def _weighted_product(ref_fft, mov_fft, shape, normalization, sigma, real):
+    product = ref_fft * np.conj(mov_fft)
+    if normalization == "phase":
+        product /= np.maximum(np.abs(product), np.finfo(np.float32).tiny)
+        if sigma > 0:
+            g = _gaussian_transfer(shape, sigma, real)
+            product *= g * g
+    return product
 
 
 def register_pair(ref: np.ndarray, mov: np.ndarray, upsample_factor: int = 20,
@@ -170,26 +188,31 @@ def register_pair(ref: np.ndarray, mov: np.ndarray, upsample_factor: int = 20,
     Both volumes come from :func:`prepare_volume` (blurred by ``sigma``). With ``"phase"`` the
     cross-power spectrum is whitened and then weighted by the squared Gaussian transfer function
     of ``sigma``: plain phase correlation lets noise at high frequencies, where the blurred
-    signal is gone, swamp the peak. The peak is refined to ``1/upsample_factor`` px by
-    scikit-image's upsampled DFT. With ``refine``, the result is then polished by
-    :func:`refine_shift`. Quality is :func:`overlap_ncc` at ``d``.
+    signal is gone, swamp the peak. With ``refine`` the integer peak is polished by
+    :func:`refine_shift` (the FFT is real, half the memory); otherwise scikit-image's upsampled
+    DFT gives ``1/upsample_factor`` px. Quality is :func:`overlap_ncc` at ``d``.
+    ``ref_fft`` (from :func:`volume_fft` with ``real=refine``) saves one FFT when chaining.
     """
+    shape = ref.shape
+    if ref_fft is None:
+        ref_fft = volume_fft(ref, window, real=refine)
+    product = _weighted_product(ref_fft, volume_fft(mov, window, real=refine), shape,
+                                normalization, sigma, real=refine)
+    if refine:
+        corr = scipy.fft.irfftn(product, s=shape)
+        del product
+        peak = np.array(np.unravel_index(int(np.argmax(corr)), shape), dtype=float)
+        del corr
+        n = np.array(shape, dtype=float)
+        peak[peak > n / 2] -= n[peak > n / 2]
+        return refine_shift(ref, mov, -peak)
     from skimage.registration import phase_cross_correlation
 
-    if ref_fft is None:
-        ref_fft = volume_fft(ref, window)
-    product = ref_fft * np.conj(volume_fft(mov, window))
-    if normalization == "phase":
-        product /= np.maximum(np.abs(product), np.finfo(np.float32).tiny)
-        if sigma > 0:
-            product *= _gaussian_transfer(ref.shape, sigma) ** 2
     # skimage multiplies its two spectra (the second conjugated): hand it the product and ones
     shift, _, _ = phase_cross_correlation(
         product, np.ones_like(product), upsample_factor=upsample_factor, space="fourier",
         normalization=None)
     d = -np.asarray(shift, dtype=float)  # skimage returns the shift that moves mov onto ref
-    if refine:
-        return refine_shift(ref, mov, d)
     return d, overlap_ncc(ref, mov, d)
 
 
@@ -246,7 +269,7 @@ def estimate_drift(movie, channel: int, settings: RegistrationSettings | None = 
                 cum[t] = cum[t - 1]
                 continue
             if ref_fft is None:
-                ref_fft = volume_fft(ref, s.window)
+                ref_fft = volume_fft(ref, s.window, real=s.refine)
             d, q = register_pair(ref, mov, s.upsample_factor, s.normalization, s.window,
                                  s.blur_sigma_px, ref_fft, s.refine)
             quality[t] = q
@@ -288,7 +311,7 @@ def map_overlap_exact(arr: da.Array, func, depth: dict[int, int], **kwargs) -> d
     return arr.map_overlap(func, depth=depth, boundary="none", dtype=np.float32, **kwargs)
 
 
-def _shift_margin(order: int) -> int:
+def shift_margin(order: int) -> int:
     # spline prefiltering (order > 1) is global but decays as 0.268**n: 12 voxels < 1e-6
     return 1 if order <= 1 else 12
 
@@ -312,7 +335,7 @@ def shift_dask(arr: da.Array, shifts: np.ndarray, order: int = 1) -> da.Array:
     shifts = np.asarray(shifts, dtype=float)
     depth = {0: 0}
     for ax in range(3):
-        need = int(math.ceil(np.abs(shifts[:, ax]).max())) + _shift_margin(order)
+        need = int(math.ceil(np.abs(shifts[:, ax]).max())) + shift_margin(order)
         depth[ax + 1] = need
     return map_overlap_exact(arr, _shift_block, depth, shifts=shifts, order=order)
 
