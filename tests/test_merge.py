@@ -393,3 +393,19 @@ def test_config_section_schema_and_model_agree():
         assert prop["default"] == (list(value) if isinstance(value, tuple) else value), key
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**section, "iou_treshold": 0.3}, schema)
+
+
+def test_broken_chain_of_one_spot_merged_after_localisation():
+    truth = np.array([[5.0, 15.2, 15.3]])
+    img = gaussian_spots((12, 30, 30), truth)
+    # The detector's xy wandered by 3 px between slices 4 and 5 (> link radius 0.25 µm).
+    det = pd.DataFrame({"z": [3, 4, 5, 6], "y": [15.2] * 4, "x": [14.0, 14.0, 17.0, 17.0],
+                        "score": [1.0, 2.0, 2.0, 1.0]})
+    vs = (0.3, 0.1, 0.1)
+    members = merge.link_spot_detections(det, img, vs)
+    assert members.max() == 2
+    sp = merge.merge_spots(det, img, vs, members=members)
+    assert len(sp) == 1 and set(members) == {1}
+    np.testing.assert_allclose(sp[["z", "y", "x"]].to_numpy()[0], truth[0], atol=0.15)
+    apart = merge.merge_spots(det, img, vs, settings=merge.SpotSettings(min_separation_um=0))
+    assert len(apart) == 2

@@ -57,10 +57,10 @@ class SpotSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    link_radius_um: float = Field(0.4, gt=0, description="largest xy distance (µm) between "
+    link_radius_um: float = Field(0.25, gt=0, description="largest xy distance (µm) between "
                                   "detections of one spot in adjacent slices")
     max_gap: int = Field(0, ge=0, description="slices a spot may be missed in and still link")
-    valley_ratio: float = Field(0.85, gt=0, le=1, description="a z-profile minimum below this "
+    valley_ratio: float = Field(0.9, gt=0, le=1, description="a z-profile minimum below this "
                                 "fraction of both neighbouring maxima separates two spots")
     localisation: Literal["gaussian", "centroid", "detections"] = Field(
         "gaussian", description="sub-pixel 3D position: 3-point Gaussian fit per axis on the "
@@ -69,6 +69,8 @@ class SpotSettings(BaseModel):
     window_radius: tuple[int, int, int] = Field((1, 2, 2), description="(z, y, x) half-size "
                                                 "in voxels of the window for localisation and "
                                                 "integrated intensity")
+    min_separation_um: float = Field(0.2, ge=0, description="3D spots whose refined positions "
+                                     "are closer than this (µm) are one spot; 0 disables")
     channel: str | int = Field("rna", description="image channel (name or index) of the spots")
 
 
@@ -1024,7 +1026,8 @@ def merge_spots(detections: pd.DataFrame, image: np.ndarray | None = None,
         (signed distance to the nearest nucleus surface, negative inside).
     settings : SpotSettings, optional
     members : array, optional
-        Output of :func:`link_spot_detections` if already computed.
+        Output of :func:`link_spot_detections` if already computed; updated in place when
+        chains are merged (``min_separation_um``), so that it keeps matching ``label``.
     parents : DataFrame, optional
         Output of :func:`assign_nuclei` if already computed.
 
@@ -1039,7 +1042,35 @@ def merge_spots(detections: pd.DataFrame, image: np.ndarray | None = None,
         return _empty_spots()
     if members is None:
         members = link_spot_detections(detections, image, voxel_size, s)
+    else:
+        members = np.asarray(members)
     vs = np.asarray(voxel_size, float)
+    df = _spot_rows(detections, image, members, s)
+    if s.min_separation_um > 0 and len(df) > 1:
+        # Two chains of one spot (broken where its detections wandered) converge on the same
+        # refined position: merge them and measure again.
+        pos = df[["z", "y", "x"]].to_numpy() * vs
+        pairs = cKDTree(pos).query_pairs(s.min_separation_um, output_type="ndarray")
+        if len(pairs):
+            from scipy.sparse import coo_matrix
+            from scipy.sparse.csgraph import connected_components
+
+            n = len(df)
+            graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), (n, n))
+            _, comp = connected_components(graph, directed=False)
+            # Renumber groups in the order of their first spot, keep label 0 for none.
+            _, first = np.unique(comp, return_index=True)
+            rank = np.empty(len(first), np.int64)
+            rank[np.argsort(first)] = np.arange(1, len(first) + 1)
+            remap = np.concatenate([[0], rank[comp]])
+            members[:] = remap[members]
+            df = _spot_rows(detections, image, members, s)
+    return _locate(df, cells, nuclei, vs, parents)
+
+
+def _spot_rows(detections: pd.DataFrame, image, members: np.ndarray,
+               s: SpotSettings) -> pd.DataFrame:
+    """Position, intensity and extent of each group of detections (``members`` 1..N)."""
     z = np.round(detections["z"].to_numpy(float)).astype(np.int64)
     yx = detections[["y", "x"]].to_numpy(float)
     score = (detections["score"].to_numpy(float) if "score" in detections
@@ -1062,11 +1093,10 @@ def merge_spots(detections: pd.DataFrame, image: np.ndarray | None = None,
         pos = est
         integrated = np.bincount(members, score, n + 1)[1:]
         peak = grouped["p"].max().to_numpy()
-    df = pd.DataFrame({"label": np.arange(1, n + 1), "z": pos[:, 0], "y": pos[:, 1],
-                       "x": pos[:, 2], "intensity": integrated, "peak": peak,
-                       "score": best_score, "n_slices": cnt, "z_first": z_first,
-                       "z_last": z_last})
-    return _locate(df, cells, nuclei, vs, parents)
+    return pd.DataFrame({"label": np.arange(1, n + 1), "z": pos[:, 0], "y": pos[:, 1],
+                         "x": pos[:, 2], "intensity": integrated, "peak": peak,
+                         "score": best_score, "n_slices": cnt, "z_first": z_first,
+                         "z_last": z_last})
 
 
 def _locate(df: pd.DataFrame, cells, nuclei, voxel_size, parents=None) -> pd.DataFrame:
