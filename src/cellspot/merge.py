@@ -1558,3 +1558,37 @@ def run_merge(segmentation: Sequence[str | os.PathLike], image: str | os.PathLik
             nonempty = [tb for tb in tables[name] if len(tb)]
             df = pd.concat(nonempty, ignore_index=True) if nonempty else tables[name][0]
             df.to_parquet(tmp_tables[name], index=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: ``python -m cellspot.merge SEGMENT_STORES... --image I --out DIR``.
+
+    Writes ``DIR/labels/{cells,nuclei,semantic,spots}.zarr`` and
+    ``DIR/tables/{cells,nuclei,spots}.parquet``; settings from the ``merge:`` section of a
+    YAML config (``--config``), the spot channel from its ``channels: rna:``.
+    """
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m cellspot.merge", description=main.__doc__)
+    ap.add_argument("segmentation", nargs="+", help="block stores of the segment stage")
+    ap.add_argument("--image", required=True, help="preprocessed.ome.zarr")
+    ap.add_argument("--out", required=True, help="batch results folder")
+    ap.add_argument("--config", help="config YAML with a merge: section")
+    args = ap.parse_args(argv)
+    section, channel = {}, None
+    if args.config:
+        import yaml
+
+        cfg = yaml.safe_load(Path(args.config).read_text()) or {}
+        section = cfg.get("merge") or {}
+        channel = (cfg.get("channels") or {}).get("rna")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    out = Path(args.out)
+    run_merge(args.segmentation, args.image,
+              {n: out / "labels" / f"{n}.zarr" for n in LABEL_NAMES},
+              {n: out / "tables" / f"{n}.parquet" for n in TABLE_NAMES},
+              MergeSettings.from_config(section, spot_channel=channel))
+
+
+if __name__ == "__main__":
+    main()
