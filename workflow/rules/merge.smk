@@ -8,7 +8,7 @@
 #           results/{batch}/tables/{cells,nuclei,spots}.parquet       (t, label, z, y, x, volume,
 #                                         bbox, mean_<channel>; n_nuclei / cell_id / compartment)
 #
-# Needs from segment.smk: segment_outputs(batch, model); from common.smk: TARGETS,
+# Needs from segment.smk: segment_outputs(batch, model); from common.smk: TARGETS, scaled_mem,
 # code_fingerprint. The view rule links the label images into results/{batch}/{batch}.ome.zarr.
 
 MERGE = config["merge"]
