@@ -399,18 +399,21 @@ def objects_from_labels(labels, voxel_size: Sequence[float] = (1.0, 1.0, 1.0)) -
 
 def division_states(objects: pd.DataFrame, voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
                     max_distance: float | None = None, volume: str | None = "volume_um3",
-                    max_volume_ratio: float = 0.9, max_cosine: float = 0.3) -> np.ndarray:
+                    max_volume_ratio: float = 0.9, max_cosine: float = 0.3,
+                    midpoint_tolerance: float = 0.5) -> np.ndarray:
     """Mitotic states of cells guessed from geometry, for btrack's division model.
 
     btrack forbids linking a METAPHASE track to an ANAPHASE object and strongly favours a
     division hypothesis from METAPHASE to two ANAPHASE children; it expects these states
-    from a classifier. Without one, a division shows as a cell at ``t-1`` whose place at
-    ``t`` is taken by two smaller cells on opposite sides of it. Frame to frame, cells are
-    matched one to one (Hungarian, within ``max_distance``); a cell appearing at ``t`` without
-    a match next to a matched pair ``o -> a`` is a daughter ``b`` when ``a`` and ``b`` both lie
-    within ``max_distance`` of ``o``, each is smaller than ``max_volume_ratio`` times ``o``
-    (if ``volume`` is a column) and the cosine of the angle ``a - o, b - o`` is below
-    ``max_cosine``. Then ``o`` is METAPHASE and ``a``, ``b`` ANAPHASE.
+    from a classifier. Without one, a division shows as a cell ``o`` at ``t-1`` replaced at
+    ``t`` by two cells ``a, b`` on opposite sides of it: the midpoint of ``a`` and ``b`` lies
+    near ``o`` (within ``midpoint_tolerance`` times ``max_distance``), both lie within
+    ``max_distance`` of ``o``, the cosine of the angle ``a - o, b - o`` is below
+    ``max_cosine``, ``a`` and ``b`` do not both have their own close predecessor at ``t-1``
+    and, if ``volume`` is a column, each daughter is smaller than ``max_volume_ratio`` times
+    ``o`` while together they hold 0.5 to 2 times its volume.
+    Candidate triplets are taken best midpoint first, each object at most once; then ``o`` is
+    METAPHASE and ``a``, ``b`` ANAPHASE.
 
     Parameters
     ----------
@@ -423,8 +426,7 @@ def division_states(objects: pd.DataFrame, voxel_size: Sequence[float] = (1.0, 1
     ndarray of int
         btrack ``States`` values (0 interphase, 2 metaphase, 3 anaphase), one per row.
     """
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
+    from scipy.spatial import cKDTree
 
     states = np.zeros(len(objects), dtype=np.int64)
     if len(objects) == 0:
@@ -442,32 +444,39 @@ def division_states(objects: pd.DataFrame, voxel_size: Sequence[float] = (1.0, 1
         reach = np.full(len(objects), 5.0)
     frames = {k: np.flatnonzero(t == k) for k in np.unique(t)}
     for k in sorted(frames):
-        if k - 1 not in frames:
+        if k - 1 not in frames or len(frames[k]) < 2:
             continue
         prev, cur = frames[k - 1], frames[k]
-        d = cdist(pos[prev], pos[cur])
-        allowed = d <= reach[prev][:, None]
-        cost = np.where(allowed, d, 1e9)
-        r, c = linear_sum_assignment(cost)
-        ok = allowed[r, c]
-        succ = dict(zip(r[ok], c[ok]))
-        unmatched = np.setdiff1d(np.arange(len(cur)), c[ok])
-        for j in unmatched:
-            # the nearest matched mother within reach
-            cand = [(d[i, j], i) for i in succ if allowed[i, j]]
-            if not cand:
-                continue
-            _, i = min(cand)
-            a, b, o = cur[succ[i]], cur[j], prev[i]
-            if states[a] == 3:  # already a daughter of another division
+        prev_tree = cKDTree(pos[prev])
+        pairs = cKDTree(pos[cur]).query_pairs(r=2.0 * float(reach[prev].max()),
+                                              output_type="ndarray")
+        cand = []
+        for ia, ib in pairs:
+            a, b = cur[ia], cur[ib]
+            mid = 0.5 * (pos[a] + pos[b])
+            d_mid, io = prev_tree.query(mid)
+            o = prev[io]
+            if d_mid > midpoint_tolerance * reach[o]:
                 continue
             va, vb = pos[a] - pos[o], pos[b] - pos[o]
             na, nb = np.linalg.norm(va), np.linalg.norm(vb)
-            cos = float(va @ vb / (na * nb)) if na > 0 and nb > 0 else 1.0
-            if cos > max_cosine:
+            if max(na, nb) > reach[o] or na == 0 or nb == 0:
                 continue
-            if vol is not None and max(vol[a], vol[b]) > max_volume_ratio * vol[o]:
+            if float(va @ vb) / (na * nb) > max_cosine:
                 continue
+            # two cells that were already there (each with its own close predecessor)
+            (da, pa), (db, pb) = prev_tree.query(pos[a]), prev_tree.query(pos[b])
+            if pa != pb and max(da, db) < midpoint_tolerance * reach[o]:
+                continue
+            if vol is not None and (max(vol[a], vol[b]) > max_volume_ratio * vol[o]
+                                    or not 0.5 <= (vol[a] + vol[b]) / vol[o] <= 2.0):
+                continue
+            cand.append((d_mid, o, a, b))
+        used: set[int] = set()
+        for _, o, a, b in sorted(cand):
+            if {o, a, b} & used:
+                continue
+            used |= {o, a, b}
             states[o], states[a], states[b] = 2, 3, 3
     return states
 
