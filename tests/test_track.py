@@ -154,6 +154,15 @@ def test_tra_on_simulated_movie_with_divisions(tmp_path):
     assert r["DET"] == pytest.approx(1.0)
 
 
+def test_tra_on_standard_demo_movie(tmp_path, demo_movie):
+    m = demo_movie
+    assert (m.lineage.parent_id > 0).any(), "the standard movie has a division"
+    objs = track.objects_from_labels(m.cells, m.meta.voxel_size)
+    tr = track.track_cells(objs, CELL_CONFIG, m.meta.voxel_size, shape=m.cells.shape[1:])
+    r = score(tmp_path, m.cells, m.lineage, tr)
+    assert r["Valid"] == 1 and r["TRA"] >= 0.95, r
+
+
 # --------------------------------------------------------------------------- bad input
 
 
