@@ -1,0 +1,110 @@
+"""The track rule: config section against schema and settings model, and a Snakemake run.
+
+The lead's Snakefile includes workflow/rules/track.smk after common.smk; here a minimal
+Snakefile provides what common.smk would (TARGETS, code_fingerprint, config).
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cellspot import ctc, track
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = """
+import sys
+sys.path.insert(0, {src!r})
+from cellspot.provenance import code_fingerprint
+BATCHES = {batches!r}
+TARGETS = []
+def scaled_mem(mb):
+    return lambda wildcards, attempt: int(mb) * attempt
+wildcard_constraints:
+    batch="|".join(BATCHES)
+include: {rules!r}
+rule all:
+    input: [t.format(batch=b) for t in TARGETS for b in BATCHES]
+"""
+
+
+def _track_config() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["track"]
+
+
+def test_track_config_matches_schema_and_model():
+    import jsonschema
+
+    schema = yaml.safe_load((ROOT / "config" / "schema" / "track.schema.yaml").read_text())
+    cfg = _track_config()
+    jsonschema.validate(cfg, schema)
+    settings = track.TrackSettings.from_config(cfg)
+    assert set(schema["properties"]) == set(track.TrackSettings.model_fields) | {"mem_mb",
+                                                                                 "runtime"}
+    for key, prop in schema["properties"].items():
+        assert prop.get("description"), key
+        if key in track.TrackSettings.model_fields:
+            assert prop["default"] == getattr(settings, key), key
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**cfg, "spot_frame": "lab"}, schema)
+    with pytest.raises(Exception):
+        track.TrackSettings.from_config({**cfg, "unknown": 1})
+    for key in ("cell_config", "spot_config"):
+        track.load_tracker_config(ROOT / cfg[key])
+
+
+def _merge_like_batch(movie, out: Path) -> None:
+    """What the merge stage writes, built from the simulated truth."""
+    from cellspot.omezarr import write_labels
+
+    vs = movie.meta.voxel_size
+    cells = track.objects_from_labels(movie.cells, vs)
+    cells["n_nuclei"] = 1
+    (out / "tables").mkdir(parents=True)
+    cells.to_parquet(out / "tables" / "cells.parquet")
+    spots = movie.spots.drop(columns="spot_id").copy()
+    spots["label"] = spots.groupby("t").cumcount() + 1
+    spots.to_parquet(out / "tables" / "spots.parquet")
+    write_labels(out / "labels" / "cells.zarr", movie.cells, movie.meta, "cells")
+
+
+@pytest.mark.slow
+def test_snakemake_track_rule(tmp_path):
+    from cellspot.omezarr import open_array
+    from cellspot.simulate import SimulationConfig, simulate_movie
+
+    movie = simulate_movie(SimulationConfig(n_timepoints=5, shape=(12, 96, 96), n_cells=4,
+                                            n_divisions=1, spots_per_cell=(5, 8)), seed=4)
+    _merge_like_batch(movie, tmp_path / "results" / "b1")
+    shutil.copytree(ROOT / "config" / "btrack", tmp_path / "config" / "btrack")
+    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(
+        src=str(ROOT / "src"), batches=["b1"], rules=str(ROOT / "workflow/rules/track.smk")))
+    (tmp_path / "config.json").write_text(json.dumps({"track": _track_config()}))
+    smk = [sys.executable, "-m", "snakemake", "all", "--cores", "1", "--configfile",
+           "config.json"]
+    run = subprocess.run(smk, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+
+    res = tmp_path / "results" / "b1"
+    tracks = pd.read_parquet(res / "tables" / "cell_tracks.parquet")
+    spot_tracks = pd.read_parquet(res / "tables" / "spot_tracks.parquet")
+    assert {"track_id", "t", "label", "parent", "root", "generation", "volume_um3"} <= set(
+        tracks.columns)
+    assert len(spot_tracks) >= len(movie.spots) and "cell_track_id" in spot_tracks
+    tracked = open_array(res / "labels" / "cells_tracked.zarr")
+    assert tracked.shape == movie.cells.shape
+    assert set(np.unique(tracked[...])) - {0} == set(tracks.track_id)
+    ctc.write_ctc_ground_truth(tmp_path / "gt", movie.cells, movie.lineage)
+    assert ctc.evaluate_ctc(res / "track" / "ctc", tmp_path / "gt")["TRA"] >= 0.95
+    assert (res / "track" / "cells.tracks.graph.json").exists()
+    assert "rule track" in (res / "logs" / "track.log").read_text()
+    # a second run has nothing to do: every output is complete
+    again = subprocess.run(smk + ["-n"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert "Nothing to be done" in again.stdout + again.stderr
