@@ -12,7 +12,19 @@ where ``label`` is the object's label at ``t`` in the input label image (0 for a
 btrack interpolated across a missed detection, ``dummy=True``), ``parent`` is the track id of
 the mother cell (0 for none), ``root`` the first ancestor and ``generation`` the number of
 divisions since the root. A cell keeps its ``track_id`` across gaps; each daughter of a
-division gets a new one.
+division gets a new one. The object features on interpolated points are missing (NaN; 0 for
+integer columns such as ``cell_id``).
+
+Divisions: btrack's branching hypotheses only consider a track that its frame-to-frame step
+ended, and they are strongly favoured for a METAPHASE mother and ANAPHASE daughters (states
+that btrack expects from a classifier). :func:`division_states` supplies those states from
+geometry (a cell replaced by two smaller cells on opposite sides of it).
+
+Features: btrack compares feature vectors by cosine similarity (the ``VISUAL`` update, off in
+the default configuration); standardised features need at least two columns to mean anything.
+
+Spots: btrack's belief matrix is dense even in its APPROXIMATE mode, so its time grows with
+the square of the objects per frame; :func:`link_tiled` cuts large spot sets into tiles.
 
 Everything btrack-specific sits in :func:`link_btrack`; the rest works on DataFrames and
 arrays.
@@ -359,7 +371,12 @@ def _points_to_tracks(points: pd.DataFrame, objects: pd.DataFrame,
         if c in ("t", "label", *_POS) or c in TRACK_COLUMNS:
             continue
         vals = objects[c].to_numpy()
-        out[c] = pd.Series(vals[take]).where(real).to_numpy() if len(out) else vals[:0]
+        if not len(out):
+            out[c] = vals[:0]
+        elif vals.dtype.kind in "iub":  # keep integer ids (cell_id...) integer: 0 on gaps
+            out[c] = np.where(real, vals[take], np.zeros((), dtype=vals.dtype))
+        else:
+            out[c] = pd.Series(vals[take]).where(real).to_numpy()
     for c in extra:
         out[c] = points[c].to_numpy()
     out["label"] = out["label"].astype(np.int64)
