@@ -27,6 +27,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Literal, Sequence, Union
@@ -589,6 +590,7 @@ def preprocess_movie(
 
     with dask_scheduler(threads, settings.scheduler):
         # 1. whole-movie intensity statistics per channel
+        clock = time.perf_counter()
         params = []
         for c, name in enumerate(meta.channel_names):
             ch = settings.channels.get(name, ChannelSettings())
@@ -599,6 +601,8 @@ def preprocess_movie(
             log.info("channel %r: p_low %.6g, p_high %.6g, min %.6g, max %.6g", name, stats.low,
                      stats.high, stats.vmin, stats.vmax)
 
+        log.info("intensity statistics: %.1f s", time.perf_counter() - clock)
+        clock = time.perf_counter()
         # 2. drift of every timepoint on the registration channel
         if reg.enabled:
             c_reg = meta.channel_index(reg.channel)
@@ -610,6 +614,8 @@ def preprocess_movie(
                                   "quality": 1.0, "flagged": False})
         shifts = drift[["dz", "dy", "dx"]].to_numpy(dtype=float)
 
+        log.info("drift estimation: %.1f s", time.perf_counter() - clock)
+        clock = time.perf_counter()
         # 3. normalise + filter + shift every channel, chunk by chunk
         outs = []
         for c, name in enumerate(meta.channel_names):
@@ -624,6 +630,8 @@ def preprocess_movie(
         with atomic_output(out_path) as tmp:
             out = create_image(tmp, raw.shape, np.float32, out_meta, chunks=raw.chunks)
             da.store(result.rechunk(raw.chunks), out, lock=False)
+            log.info("normalise, filter, shift and write: %.1f s (%.2f Mvoxel/s)",
+                     time.perf_counter() - clock, raw.size / (time.perf_counter() - clock) / 1e6)
             set_contrast_limits(tmp, [(0.0, 1.0)] * n_c)
 
     if drift_csv is not None:

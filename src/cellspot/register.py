@@ -99,7 +99,9 @@ def overlap_ncc(ref: np.ndarray, mov: np.ndarray, shift: Sequence[float]) -> flo
     for a, b in zip(a_all, b_all):
         a = a.astype(np.float64).ravel()
         b = b.astype(np.float64).ravel()
-        sums += (a.sum(), b.sum(), a @ a, b @ b, a @ b)
+        # einsum, not BLAS: OpenBLAS threads stall on a busy node for vectors this short
+        sums += (a.sum(), b.sum(), np.einsum("i,i->", a, a), np.einsum("i,i->", b, b),
+                 np.einsum("i,i->", a, b))
     n = a_all.size
     sa, sb, saa, sbb, sab = sums
     cov = sab - sa * sb / n
