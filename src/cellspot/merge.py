@@ -931,12 +931,12 @@ def _nucleus_surface_distance(points_px: np.ndarray, nuclei: np.ndarray,
     vs = np.asarray(voxel_size, float)
     fg = nuclei > 0
     edge = np.zeros_like(fg)  # voxels with a 6-neighbour on the other side of the surface
-    for ax in range(3):
-        a = np.swapaxes(fg, 0, ax)
-        e = np.swapaxes(edge, 0, ax)
-        diff = a[1:] != a[:-1]
-        e[1:] |= diff
-        e[:-1] |= diff
+    for lo, hi in (((slice(1, None),), (slice(None, -1),)),
+                   ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
+                   ((Ellipsis, slice(1, None)), (Ellipsis, slice(None, -1)))):
+        diff = fg[lo] != fg[hi]  # plain slicing keeps memory access contiguous
+        edge[lo] |= diff
+        edge[hi] |= diff
     pts = np.asarray(points_px, float)
     inside = fg[tuple(np.clip(np.round(pts).astype(int), 0, np.array(fg.shape) - 1).T)]
     for sel, surface, sign in ((~inside, edge & fg, 1.0), (inside, edge & ~fg, -1.0)):
