@@ -409,3 +409,27 @@ def test_broken_chain_of_one_spot_merged_after_localisation():
     np.testing.assert_allclose(sp[["z", "y", "x"]].to_numpy()[0], truth[0], atol=0.15)
     apart = merge.merge_spots(det, img, vs, settings=merge.SpotSettings(min_separation_um=0))
     assert len(apart) == 2
+
+
+def test_run_merge_timepoint_without_segmentation_and_shape_mismatch(tmp_path):
+    meta = ImageMeta(("nucleus", "cytoplasm", "rna"), (0.5, 0.2, 0.2))
+    image = tmp_path / "img.ome.zarr"
+    create_image(image, (2, 3, 6, 16, 16), np.float32, meta)
+    cells = np.zeros((1, 6, 16, 16), np.int32)
+    cells[0, 1:4, 3:9, 3:9] = 1
+    block = tmp_path / "t0000-0001.zarr"  # covers t = 0 only; no spot store at all
+    _write_block(block, {"cell": cells, "nucleus": np.zeros_like(cells)},
+                 pd.DataFrame({"t": [], "class": []}), 0, 1)
+    labels = {n: tmp_path / "out" / f"{n}.zarr" for n in merge.LABEL_NAMES}
+    tables = {n: tmp_path / "out" / f"{n}.parquet" for n in merge.TABLE_NAMES}
+    merge.run_merge([block], image, labels, tables)
+    lab = np.asarray(open_array(labels["cells"]))
+    assert lab[0].max() == 1 and not lab[1].any()
+    assert pd.read_parquet(tables["cells"])["t"].tolist() == [0]
+    assert len(pd.read_parquet(tables["spots"])) == 0
+
+    small = tmp_path / "small.zarr"
+    _write_block(small, {"cell": cells[:, :, :8, :8]}, pd.DataFrame({"t": [], "class": []}),
+                 0, 1)
+    with pytest.raises(Exception, match="do not match the image"):
+        merge.run_merge([small], image, labels, tables)
