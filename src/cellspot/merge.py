@@ -3,8 +3,10 @@
 The segmentation models see 2D z-slices. This stage
 
 * stitches the 2D instances of adjacent slices into 3D objects (:func:`stitch_slices`):
-  one-to-one links by the Hungarian algorithm on IoU, bridging of one missing slice, and
-  resolution of over-segmented (split) and under-segmented (merged) slices;
+  one-to-one links by the Hungarian algorithm on IoU, bridging of a missing slice (filled by
+  shape interpolation), resolution of over-segmented (split) and under-segmented (merged)
+  sections, small caps kept with their object, and stacked objects cut apart where their
+  section area has a waist;
 * relates nuclei to cells (:func:`assign_nuclei`) and builds a semantic map
   (:func:`semantic_map`: 0 background, 1 cytoplasm, 2 nucleus);
 * merges per-slice RNA spot detections into 3D spots with a sub-pixel position, an integrated
@@ -16,7 +18,8 @@ The segmentation models see 2D z-slices. This stage
 the previous slice, threshold 0.25), kept as the baseline of ``benchmarks/merge_accuracy.py``.
 
 All functions are pure functions of arrays and tables; :func:`run_merge` is the file-level driver
-used by the Snakemake rule ``merge``.
+used by the Snakemake rule ``merge`` (also ``python -m cellspot.merge``); :func:`slice_labels`
+turns 3D truth into the per-slice input (with segmentation errors) for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -218,9 +221,10 @@ class _Graph:
         return counts / (self.area[ia] + self.area[ib] - counts)
 
     def add_node(self, z: int, area: int) -> int:
-        for name in ("node_z", "area", "nxt", "prv", "alias"):
-            arr = getattr(self, name)
-            setattr(self, name, np.append(arr, z if name == "node_z" else (area if name == "area" else 0)))
+        """A new node in slice z (a piece of a split instance); returns its id."""
+        values = {"node_z": z, "area": area, "nxt": 0, "prv": 0, "alias": 0}
+        for name, value in values.items():
+            setattr(self, name, np.append(getattr(self, name), value))
         return len(self.area) - 1
 
 
@@ -597,6 +601,16 @@ def stitch_slices(labels_2d: np.ndarray, iou_threshold: float = 0.3, max_gap: in
                   fragment_containment: float = 0.5, merge_coverage: float = 0.5,
                   waist_ratio: float = 0.5, min_volume_vox: int = 0) -> np.ndarray:
     """Stitch per-slice 2D instances into 3D instance labels.
+
+    Steps: (1) sections cut in two by the segmenter are re-joined when both pieces sit on the
+    same instances above and below and their union matches those better; (2) instances of
+    adjacent slices are linked one-to-one, maximising the total IoU (Hungarian algorithm);
+    (3) object ends and starts up to ``max_gap`` slices apart are linked the same way; (4) an
+    instance of a bridged slice that covers the bridged object is split between the objects it
+    holds (under-segmentation); (5) unlinked fragments and small caps join the object they lie
+    on; (6) objects whose section area has a deep waist are cut in two (stacked objects);
+    (7) short pieces running alongside a larger object join it; (8) bridged slices are filled
+    by interpolating the object's signed distance.
 
     Parameters
     ----------
