@@ -4,7 +4,11 @@ Spots diffuse (RMS step 0.08 µm per axis per frame, as in cellspot.simulate), 3
 as many appear each frame, at a density of 0.1 spots/µm³ in a 6 µm thick slab. Link accuracy
 is the fraction of true frame-to-frame links that a method reproduces. btrack's belief matrix
 is dense, so whole-frame tracking grows with the square of the spots per frame; cellspot
-tracks tiles of ``--tile-size`` spots and stitches them (``track.link_tiled``). Usage::
+tracks tiles of ``--tile-size`` spots and stitches them (``track.link_tiled``).
+
+A second table compares spot linking in the frame of the cell's motion (``spot_frame: cell``)
+with linking positions as they are, on simulated movies whose cells move 0.4 and 1.5 µm per
+frame (cells tracked by btrack on their true masks). Usage::
 
     python benchmarks/track_spots_scale.py [--counts 500 2000 5000 10000] [--frames 5]
 """
@@ -22,9 +26,11 @@ import numpy as np
 import pandas as pd
 
 from cellspot import track
+from cellspot.simulate import SimulationConfig, simulate_movie
 
 REPO = Path(__file__).resolve().parents[1]
 SPOT_CONFIG = REPO / "config" / "btrack" / "spot_config.json"
+CELL_CONFIG = REPO / "config" / "btrack" / "cell_config.json"
 VOXEL = (0.5, 0.25, 0.25)
 
 
@@ -69,6 +75,7 @@ def main():
     ap.add_argument("--whole-max", type=int, default=5000,
                     help="largest count tracked by btrack without tiles (quadratic cost)")
     ap.add_argument("--laptrack-max", type=int, default=10000)
+    ap.add_argument("--cell-speeds", type=float, nargs="*", default=[0.4, 1.5])
     args = ap.parse_args()
     logging.disable(logging.WARNING)
 
@@ -102,12 +109,32 @@ def main():
                          "tracks": tr.track_id.nunique(), "true_tracks": spots.spot_id.nunique()})
             print(rows[-1], flush=True)
 
+    frame_rows = []
+    for speed in args.cell_speeds:
+        m = simulate_movie(SimulationConfig(n_timepoints=8, n_divisions=2, cell_speed=speed),
+                           seed=2)
+        vs = m.meta.voxel_size
+        with open(os.devnull, "w") as f, contextlib.redirect_stdout(f):
+            cells = track.objects_from_labels(m.cells, vs)
+            ct = track.track_cells(cells, CELL_CONFIG, vs, shape=m.cells.shape[1:])
+            sp = m.spots.copy()
+            sp["label"] = np.arange(1, len(sp) + 1)
+            inp = sp.drop(columns="spot_id")
+            for frame, tracks_of_cells in (("cell", ct), ("sample", None)):
+                tr = track.track_spots(inp, SPOT_CONFIG, vs, tracks_of_cells)
+                frame_rows.append({"cell_speed_um": speed, "spot_frame": frame,
+                                   "spots": len(sp), "link_accuracy": round(
+                                       link_accuracy(tr, sp), 4)})
+
     df = pd.DataFrame(rows)
     print("\nTime (s) against spots per frame:")
     print(df.pivot_table(index="spots_per_frame", columns="method", values="time_s").to_string())
     print("\nLink accuracy:")
     print(df.pivot_table(index="spots_per_frame", columns="method",
                          values="link_accuracy").to_string())
+    print("\nSpots of simulated movies, linked in the cell's frame or as they are:")
+    print(pd.DataFrame(frame_rows).pivot_table(index="cell_speed_um", columns="spot_frame",
+                                               values="link_accuracy").to_string())
 
 
 if __name__ == "__main__":

@@ -215,29 +215,36 @@ def link_btrack(coords: np.ndarray, t: np.ndarray, config, features: np.ndarray 
             o.properties = dict(zip(names, features[i]))
         objects.append(o)
 
-    with BayesianTracker(verbose=False) as tracker:
-        tracker.configure(cfg)
-        tracker.append(objects)
-        tracker.track(step_size=100)
-        if do_opt and cfg.hypothesis_model is not None:
-            tracker.optimise()
-        lib, engine = tracker._lib, tracker._engine
-        rows = []
-        for i in range(tracker.n_tracks):
-            n = lib.track_length(engine, i)
-            refs = np.zeros((n,), dtype=np.int32)
-            lib.get_refs(engine, refs, i)
-            tid = int(lib.get_ID(engine, i))
-            parent = int(lib.get_parent(engine, i))
-            root = int(lib.get_root(engine, i))
-            gen = int(lib.get_generation(engine, i))
-            parent = 0 if parent == tid else parent
-            for r in refs:
-                if r >= 0:
-                    rows.append((tid, t[r], *coords[r], r, parent, root, gen))
-                else:
-                    d = lib.get_dummy(engine, int(r))
-                    rows.append((tid, d.t, d.z, d.y, d.x, -1, parent, root, gen))
+    # btrack logs every step at INFO level through its own handler; keep its warnings only.
+    btrack_log = logging.getLogger("btrack")
+    level = btrack_log.level
+    btrack_log.setLevel(logging.WARNING)
+    try:
+        with BayesianTracker(verbose=False) as tracker:
+            tracker.configure(cfg)
+            tracker.append(objects)
+            tracker.track(step_size=100)
+            if do_opt and cfg.hypothesis_model is not None:
+                tracker.optimise()
+            lib, engine = tracker._lib, tracker._engine
+            rows = []
+            for i in range(tracker.n_tracks):
+                n = lib.track_length(engine, i)
+                refs = np.zeros((n,), dtype=np.int32)
+                lib.get_refs(engine, refs, i)
+                tid = int(lib.get_ID(engine, i))
+                parent = int(lib.get_parent(engine, i))
+                root = int(lib.get_root(engine, i))
+                gen = int(lib.get_generation(engine, i))
+                parent = 0 if parent == tid else parent
+                for r in refs:
+                    if r >= 0:
+                        rows.append((tid, t[r], *coords[r], r, parent, root, gen))
+                    else:
+                        d = lib.get_dummy(engine, int(r))
+                        rows.append((tid, d.t, d.z, d.y, d.x, -1, parent, root, gen))
+    finally:
+        btrack_log.setLevel(level)
     if not rows:
         return empty
     out = pd.DataFrame(rows, columns=["track_id", "t", "z", "y", "x", "obj", "parent", "root",
