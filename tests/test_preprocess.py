@@ -397,3 +397,20 @@ def test_snakemake_rule_runs(tmp_path):
     assert len(pd.read_csv(out / "drift.csv")) == 3
     log = (out / "logs/preprocess.log").read_text()
     assert "channel 'nucleus': p_low" in log and "rule preprocess done" in log
+
+
+def test_command_line(tmp_path, caplog):
+    from cellspot.preprocess import main
+
+    rng = np.random.default_rng(13)
+    image, _ = synthetic_movie(rng, T=2, shape=(6, 24, 24))
+    src = make_movie(tmp_path, image)
+    assert main([str(src), str(tmp_path / "out"), "--threads", "1"]) == 0
+    assert (tmp_path / "out/drift.csv").exists() and (tmp_path / "out/drift.png").exists()
+    assert open_array(tmp_path / "out/preprocessed.ome.zarr").shape == image.shape
+    # a role mapped to a channel the movie lacks: a clear message, exit status 2
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("channels: {nucleus: DAPI}\npreprocess: {channels: {nucleus: {}}}\n")
+    with caplog.at_level(logging.ERROR):
+        assert main([str(src), str(tmp_path / "out2"), "--config", str(cfg)]) == 2
+    assert "['DAPI']" in caplog.text and str(src) in caplog.text

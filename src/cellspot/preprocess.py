@@ -535,7 +535,7 @@ def dask_scheduler(threads: int = 1, scheduler: str = "threads") -> Iterator[Non
 
 def check_channels(meta: ImageMeta, names: Sequence[str], source: str) -> None:
     """Raise :class:`PreprocessError` naming the file if a configured channel is absent."""
-    missing = [n for n in names if n not in meta.channel_names]
+    missing = [n for n in dict.fromkeys(names) if n not in meta.channel_names]
     if missing:
         raise PreprocessError(
             f"{source}: channel(s) {missing} named in the preprocess settings are not in the "
@@ -639,3 +639,52 @@ def preprocess_movie(
     if drift_png is not None:
         plot_drift(drift, drift_png, title=f"drift of {meta.name}")
     return drift
+
+
+def preprocess_from_config(in_path: str | os.PathLike, out_path: str | os.PathLike,
+                           config: dict, threads: int | None = None,
+                           drift_csv: str | os.PathLike | None = None,
+                           drift_png: str | os.PathLike | None = None):
+    """:func:`preprocess_movie` with the workflow's config (``preprocess:`` and ``channels:``).
+
+    ``threads`` defaults to ``config["preprocess"]["threads"]``. Used by the rule's script and
+    by ``python -m cellspot.preprocess``.
+    """
+    section = dict(config.get("preprocess") or {})
+    meta = read_meta(in_path)
+    settings = PreprocessSettings.from_config(section).resolve_channels(
+        config.get("channels") or {}, meta.channel_names)
+    threads = int(threads or section.get("threads") or 1)
+    return preprocess_movie(in_path, out_path, settings, threads=threads, drift_csv=drift_csv,
+                            drift_png=drift_png)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cellspot.preprocess RAW.ome.zarr OUTDIR [--config config.yaml]``."""
+    import argparse
+
+    import yaml
+
+    p = argparse.ArgumentParser(description="Denoise, normalise and drift-correct an OME-Zarr "
+                                "movie: OUTDIR/preprocessed.ome.zarr, drift.csv, drift.png.")
+    p.add_argument("movie", help="input tczyx OME-Zarr (e.g. results/BATCH/raw.ome.zarr)")
+    p.add_argument("outdir")
+    p.add_argument("--config", default=None, help="workflow config (its preprocess: and "
+                   "channels: sections); defaults to the built-in settings")
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    limit_heap_growth()
+    config = yaml.safe_load(Path(a.config).read_text()) if a.config else {}
+    out = Path(a.outdir)
+    try:
+        preprocess_from_config(a.movie, out / "preprocessed.ome.zarr", config, a.threads,
+                               out / "drift.csv", out / "drift.png")
+    except (PreprocessError, OmeZarrError) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
