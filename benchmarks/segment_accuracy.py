@@ -154,7 +154,7 @@ def part_smfish(work, minutes, threads):
                                        "n_copies": 24, "val_fraction": 0.0, "seed": 5},
                              work / "coco", ["rna"])
     paths = train_budgeted("spots", work / "coco", work, minutes, threads=threads,
-                           batch_size=4, lr=4e-4)
+                           batch_size=4, lr=4e-4, crop_size=128)
     sigma, _ = spots_classic.estimate_psf_sigma([img])
     seg = Segmenter(paths["config"], paths["checkpoint"], score_threshold=0.05, batch_size=1,
                     tile_size=512, tile_overlap=32)

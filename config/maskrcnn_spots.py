@@ -11,7 +11,8 @@
 #   original image, square only (spots are round);
 # - RoIs are pooled from the finest level (stride 4) alone, into 7x7, and the mask head predicts
 #   14x14 masks (28x28 would be >1 mask pixel per sub-pixel of a 3 px spot);
-# - looser IoU thresholds for the RPN (a 2 px offset already costs a tiny box half its IoU);
+# - looser IoU thresholds for the RPN (a 2 px offset already costs a tiny box half its IoU):
+#   every 3-10 px spot has an anchor above min_pos_iou (tests/test_segment_models.py);
 # - up to 1000 detections per image.
 # The sub-pixel spot position (intensity-weighted centroid of each mask on the input image) is
 # computed by cellspot at inference.
@@ -66,7 +67,9 @@ model = dict(
             loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))),
     train_cfg=dict(
         rpn=dict(
-            assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.3,
+            # A 3 px spot half-way between two stride-4 anchor centres overlaps its best anchor
+            # with IoU ~0.36: positives from 0.4, and every spot's best anchor from 0.2.
+            assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.4, neg_iou_thr=0.25,
                           min_pos_iou=0.2, match_low_quality=True, ignore_iof_thr=-1),
             sampler=dict(type='RandomSampler', num=512, pos_fraction=0.5, neg_pos_ub=-1,
                          add_gt_as_proposals=False),

@@ -80,11 +80,12 @@ def build_train_config(model: str, coco_dir: str | os.PathLike, work_dir: str | 
                        val_interval: int | None = None, log_interval: int | None = None,
                        load_from: str | os.PathLike | None = None, amp: bool = True,
                        num_workers: int | None = None, seed: int = 0, device: str | None = None,
-                       time_limit_s: float | None = None):
+                       time_limit_s: float | None = None, crop_size: int | None = None):
     """The resolved training config (an :class:`mmengine.Config`).
 
     ``time_limit_s`` stops training after that many seconds with a checkpoint (a later run
-    resumes); the learning-rate schedule still follows ``max_iters``.
+    resumes); the learning-rate schedule still follows ``max_iters``. ``crop_size`` trains on
+    random crops of that size (px) of larger images (faster iterations, same objects).
     """
     import torch
 
@@ -97,6 +98,12 @@ def build_train_config(model: str, coco_dir: str | os.PathLike, work_dir: str | 
     set_schedule(cfg, max_iters, checkpoint_interval=checkpoint_interval,
                  val_interval=val_interval if with_val else None, log_interval=log_interval,
                  batch_size=batch_size, lr=lr, num_workers=num_workers)
+    if crop_size:
+        pipe = list(cfg.train_dataloader.dataset.pipeline)
+        at = next(i for i, t in enumerate(pipe) if t["type"] == "LoadAnnotations") + 1
+        pipe.insert(at, dict(type="RandomCrop", crop_size=(int(crop_size), int(crop_size)),
+                             allow_negative_crop=True, recompute_bbox=True))
+        cfg.train_dataloader.dataset.pipeline = pipe
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda and amp:  # mixed precision on the GPU; CPU autocast gains nothing for Mask R-CNN
         cfg.optim_wrapper.type = "AmpOptimWrapper"
