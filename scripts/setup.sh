@@ -79,7 +79,8 @@ fi
 # ------------------------------------------------------------ btrack's tracker library
 # The btrack 0.7.0 wheel's libtracker.so needs GLIBCXX_3.4.32 (GCC 13); Debian 12 and RHEL 8/9
 # have older libstdc++. Rebuild it from the sdist against this machine's compiler, once.
-if ! "$PY" -c 'import btrack.libwrapper' 2>/dev/null; then
+BT_CHECK='from btrack import libwrapper; libwrapper.get_library()'
+if ! "$PY" -c "$BT_CHECK" >/dev/null 2>&1; then
   BT_VER=$("$PY" -c 'import importlib.metadata as m; print(m.version("btrack"))')
   GCC_VER=$(g++ -dumpfullversion 2>/dev/null || echo unknown)
   BT_LIB="$CACHE/btrack/$BT_VER-gcc$GCC_VER/libtracker.so"
@@ -98,13 +99,14 @@ if ! "$PY" -c 'import btrack.libwrapper' 2>/dev/null; then
   fi
   BT_DIR=$("$PY" -c 'import importlib.util as u, os; print(os.path.dirname(u.find_spec("btrack").origin))')
   cp "$BT_LIB" "$BT_DIR/libs/libtracker.so"
-  "$PY" -c 'import btrack.libwrapper' || { log "ERROR: btrack's tracker library does not load"; exit 1; }
+  "$PY" -c "$BT_CHECK" || { log "ERROR: btrack's tracker library does not load"; exit 1; }
 fi
 
 log "checking the stack"
 "$PY" - <<'PY'
 import torch, mmcv, mmcv.ops, mmdet, mmengine, btrack, snakemake, zarr, ome_zarr
-from btrack import libwrapper  # loads libtracker.so
+from btrack import libwrapper
+libwrapper.get_library()  # loads libtracker.so: fails if it needs a newer libstdc++
 print(f"torch {torch.__version__} (cuda: {torch.cuda.is_available()}), mmcv {mmcv.__version__}, "
       f"mmdet {mmdet.__version__}, mmengine {mmengine.__version__}, btrack {btrack.__version__}, "
       f"snakemake {snakemake.__version__}, zarr {zarr.__version__}")
