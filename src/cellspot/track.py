@@ -577,7 +577,7 @@ def lineage_offsets(cell_tracks: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     tr = cell_tracks.sort_values(["track_id", "t"], kind="stable")
     first = tr.groupby("track_id")[_POS].first()
-    last_t = tr.groupby("track_id")["t"].max()
+    last = tr.groupby("track_id")[_POS].last()
     parent = tr.groupby("track_id")["parent"].first()
     # offset of each track at its start: its mother's offset at the mother's end (recursive)
     start_off: dict[int, np.ndarray] = {}
@@ -587,8 +587,7 @@ def lineage_offsets(cell_tracks: pd.DataFrame) -> pd.DataFrame:
             return start_off[k]
         p = int(parent.get(k, 0))
         if p and p in first.index and depth < 10_000:
-            pend = tr[(tr.track_id == p) & (tr.t == last_t[p])][_POS].to_numpy()[0]
-            off = start_of(p, depth + 1) + pend - first.loc[p].to_numpy()
+            off = start_of(p, depth + 1) + last.loc[p].to_numpy() - first.loc[p].to_numpy()
         else:
             off = np.zeros(3)
         start_off[k] = off
@@ -650,6 +649,8 @@ def track_spots(spots: pd.DataFrame, config, voxel_size: Sequence[float] = (1.0,
         cell_track = ct.fillna(0).to_numpy(np.int64)
         log.info("spots: %.0f%% linked in their cell's moving frame",
                  100 * np.mean(~found["dz"].isna().to_numpy()))
+    elif cell_tracks is not None and "cell_id" not in spots.columns:
+        log.warning("spots: no cell_id column; linking positions as they are")
     coords = (pos - offset) * vs
     extent = (np.asarray(shape) * vs) if shape is not None else None
     feats = select_features(spots, features)
