@@ -251,6 +251,8 @@ def test_preprocess_movie_equals_whole_volume_pipeline(tmp_path):
     assert got.dtype == np.float32 and got.shape == image.shape
     meta = read_meta(out)
     assert meta.channel_names == CHANNELS and meta.voxel_size == VOXEL
+    record = meta.extra["preprocess"]["channels"]
+    assert record["cytoplasm"]["raw_high"] == pytest.approx(np.percentile(image[:, 1], 99))
     est = drift[["dz", "dy", "dx"]].to_numpy()
     assert np.abs(est - (true - true[0])).max() < 0.5
     want = reference_pipeline(image, SETTINGS, est)

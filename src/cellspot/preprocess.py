@@ -591,13 +591,17 @@ def preprocess_movie(
     with dask_scheduler(threads, settings.scheduler):
         # 1. whole-movie intensity statistics per channel
         clock = time.perf_counter()
-        params = []
+        params, record = [], {}
         for c, name in enumerate(meta.channel_names):
             ch = settings.channels.get(name, ChannelSettings())
             norm = ch.normalize
             stats = channel_stats(x[:, c], name, *(norm.low, norm.high) if norm else (1.0, 99.8))
             warn_bad_values(stats, str(in_path))
             params.append(normalization_params(stats, norm))
+            record[name] = {"percentiles": [norm.low, norm.high] if norm else None,
+                            "raw_low": stats.low, "raw_high": stats.high,
+                            "offset": params[-1][0], "scale": params[-1][1],
+                            "filters": [f.model_dump() for f in ch.filters]}
             log.info("channel %r: p_low %.6g, p_high %.6g, min %.6g, max %.6g", name, stats.low,
                      stats.high, stats.vmin, stats.vmax)
 
@@ -626,7 +630,7 @@ def preprocess_movie(
         result = da.stack(outs, axis=1)
 
         out_meta = ImageMeta(meta.channel_names, voxel, meta.time_interval, meta.name,
-                             extra={**meta.extra, "preprocessed": True})
+                             extra={**meta.extra, "preprocess": {"channels": record}})
         with atomic_output(out_path) as tmp:
             out = create_image(tmp, raw.shape, np.float32, out_meta, chunks=raw.chunks)
             da.store(result.rechunk(raw.chunks), out, lock=False)
