@@ -74,7 +74,18 @@ def _merge_like_batch(movie, out: Path) -> None:
     write_labels(out / "labels" / "cells.zarr", movie.cells, movie.meta, "cells")
 
 
+def _btrack_loads() -> bool:
+    try:
+        from btrack import libwrapper
+
+        libwrapper.get_library()
+        return True
+    except Exception:
+        return False
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not _btrack_loads(), reason="btrack's libtracker.so does not load here")
 def test_snakemake_track_rule(tmp_path):
     from cellspot.omezarr import open_array
     from cellspot.simulate import SimulationConfig, simulate_movie

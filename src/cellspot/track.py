@@ -76,7 +76,6 @@ class TrackSettings(BaseModel):
     division_max_volume_ratio: float = Field(0.9, gt=0, description="a daughter is smaller "
                                              "than this fraction of its mother")
 
-
     @classmethod
     def from_config(cls, section: dict | None) -> "TrackSettings":
         """Settings from the workflow's ``track:`` section (resource keys are ignored)."""
