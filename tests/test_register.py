@@ -11,7 +11,9 @@ import scipy.ndimage as ndi
 from cellspot.register import (
     RegistrationSettings,
     estimate_drift,
+    load_binned,
     overlap_ncc,
+    registration_binning,
     shift_dask,
     shift_volume,
 )
@@ -126,6 +128,20 @@ def test_downsampled_estimate_is_in_full_resolution_pixels():
     movie = _movie(rng, drifts)
     df = estimate_drift(movie, 0, RegistrationSettings(downsample=(1, 2, 2)))
     assert np.abs(_drift(df) - drifts).max() < 0.5
+
+
+def test_automatic_binning_bounds_the_volume():
+    assert registration_binning((16, 512, 512), (1, 1, 1), 2**20) == (1, 2, 2)
+    assert registration_binning((16, 512, 512), (1, 1, 1), None) == (1, 1, 1)
+    assert registration_binning((64, 64, 64), (2, 1, 1), 2**15) == (2, 2, 2)
+    rng = np.random.default_rng(7)
+    drifts = np.array([[0, 0, 0], [0.7, -3.6, 2.4], [1.1, -6.2, 5.0]])
+    movie = _movie(rng, drifts)
+    df = estimate_drift(movie, 0, RegistrationSettings(max_voxels=16 * 32 * 32))
+    assert np.abs(_drift(df) - drifts).max() < 0.5
+    vol, signal = load_binned(movie, 1, 0, (1, 2, 2))
+    want = movie[1, 0].astype(np.float32).reshape(16, 32, 2, 32, 2).mean(axis=(2, 4))
+    assert signal and np.allclose(vol, want)
 
 
 def test_overlap_ncc():

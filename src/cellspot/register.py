@@ -42,6 +42,7 @@ class RegistrationSettings(BaseModel):
     channel: str = "nucleus"
     upsample_factor: int = Field(20, ge=1)
     downsample: tuple[int, int, int] = (1, 1, 1)
+    max_voxels: int | None = Field(2**24, ge=1)
     blur_sigma_px: float = Field(1.0, ge=0)
     normalization: Literal["phase", "none"] = "phase"
     window: float = Field(0.25, ge=0, le=1)
@@ -68,6 +69,46 @@ def prepare_volume(volume: np.ndarray, fill_value: float = 0.0,
     if sigma > 0:
         vol = ndi.gaussian_filter(vol, sigma)
     return vol - np.float32(np.median(vol))
+
+
+def registration_binning(shape: Sequence[int], downsample: Sequence[int] = (1, 1, 1),
+                         max_voxels: int | None = None) -> tuple[int, int, int]:
+    """Binning per axis: ``downsample``, doubled on the longest binned axis until the binned
+    volume has at most ``max_voxels`` voxels (bounds the memory of the drift estimate)."""
+    f = [max(int(v), 1) for v in downsample]
+    while max_voxels:
+        binned = [n // k for n, k in zip(shape, f)]
+        if int(np.prod(binned)) <= max_voxels or max(binned) < 8:
+            break
+        f[int(np.argmax(binned))] *= 2
+    return tuple(f)
+
+
+def load_binned(movie, t: int, channel: int, factor: Sequence[int], fill_value: float = 0.0,
+                slab_voxels: int = 2**23) -> tuple[np.ndarray, bool]:
+    """One timepoint of a channel as float32, binned by ``factor``, read in z-slabs.
+
+    Non-finite voxels become ``fill_value``. Also returns whether the volume has any signal
+    (finite voxels that are not all equal). Memory: the binned volume plus one slab.
+    """
+    n_z, n_y, n_x = movie.shape[2:]
+    fz, fy, fx = (max(int(v), 1) for v in factor)
+    step = max(fz, (slab_voxels // max(n_y * n_x, 1)) // fz * fz)
+    parts, lo, hi = [], np.inf, -np.inf
+    for z0 in range(0, (n_z // fz) * fz, step):
+        z1 = min(z0 + step, (n_z // fz) * fz)
+        slab = np.asarray(movie[t, channel, z0:z1, : (n_y // fy) * fy, : (n_x // fx) * fx])
+        slab = slab.astype(np.float32)
+        finite = np.isfinite(slab)
+        if finite.any():
+            lo, hi = min(lo, float(slab[finite].min())), max(hi, float(slab[finite].max()))
+        if not finite.all():
+            slab[~finite] = fill_value
+        if (fz, fy, fx) != (1, 1, 1):
+            slab = slab.reshape(slab.shape[0] // fz, fz, slab.shape[1] // fy, fy,
+                                slab.shape[2] // fx, fx).mean(axis=(1, 3, 5), dtype=np.float32)
+        parts.append(slab)
+    return np.concatenate(parts, axis=0), bool(hi > lo)
 
 
 def _tukey(shape: Sequence[int], alpha: float) -> np.ndarray:
@@ -240,17 +281,19 @@ def estimate_drift(movie, channel: int, settings: RegistrationSettings | None = 
         ``t, dz, dy, dx, quality, flagged`` (pixels of the full-resolution array).
     """
     s = settings or RegistrationSettings()
-    factor = np.array([max(int(v), 1) for v in s.downsample], dtype=float)
+    binning = registration_binning(movie.shape[2:], s.downsample, s.max_voxels)
+    factor = np.array(binning, dtype=float)
+    if binning != tuple(max(int(v), 1) for v in s.downsample):
+        log.info("drift: volumes binned by %s (z, y, x) to stay under %d voxels", binning,
+                 s.max_voxels)
     n_t = movie.shape[0]
     cum = np.zeros((n_t, 3))
     quality = np.ones(n_t)
     flagged = np.zeros(n_t, dtype=bool)
 
     def prep(t):
-        raw = np.asarray(movie[t, channel])
-        finite = raw[np.isfinite(raw)] if raw.dtype.kind == "f" else raw
-        signal = finite.size > 0 and finite.max() > finite.min()
-        return prepare_volume(raw, fill_value, s.downsample, s.blur_sigma_px), signal
+        vol, signal = load_binned(movie, t, channel, binning, fill_value)
+        return prepare_volume(vol, fill_value, (1, 1, 1), s.blur_sigma_px), signal
 
     with scipy.fft.set_workers(max(int(threads), 1)):
         (ref, ref_ok), ref_t, ref_fft = prep(0), 0, None
