@@ -49,16 +49,25 @@ def _sum(results):
                        sum(r.fn for r in results))
 
 
-def train_budgeted(model, coco_dir, out, minutes, probe_iters=4, **kw):
-    """Train for about ``minutes``: measure s/iteration first, set max_iters from it."""
+def train_budgeted(model, coco_dir, out, minutes, probe_iters=4, narrow=True, **kw):
+    """Train for about ``minutes``: measure s/iteration first, set max_iters from it.
+
+    ``narrow``: the low-capacity variant (ResNet base 32 channels, FPN/heads 64) that a CPU can
+    train in minutes.
+    """
+    from cellspot.segment_models import narrow_overrides
     from cellspot.segment_train import train_model
 
-    t0 = time.time()
+    if narrow:
+        kw["overrides"] = narrow_overrides()
+    from cellspot.segment_train import _scalars
+
     train_model(model, coco_dir, out / "probe", max_iters=probe_iters, checkpoint_interval=1000,
                 val_interval=0, log_interval=1, **kw)
-    per_iter = (time.time() - t0) / probe_iters
-    iters = max(20, int(minutes * 60 / (per_iter * 1.08)))
-    log(f"{model}: {per_iter:.2f} s/iteration (probe incl. start-up) -> {iters} iterations")
+    rows, _ = _scalars(out / "probe" / "work")
+    per_iter = float(np.median([r["time"] for r in rows if "time" in r][1:]))
+    iters = max(20, int(minutes * 60 / (per_iter * 1.1)))
+    log(f"{model}: {per_iter:.2f} s/iteration (probe) -> {iters} iterations")
     t0 = time.time()
     paths = train_model(model, coco_dir, out / "model", max_iters=iters,
                         checkpoint_interval=max(50, iters // 4), val_interval=0,

@@ -20,7 +20,7 @@ from cellspot.segment_infer import (Instance, Segmenter, instance_table,  # noqa
                                     paint_instances, read_segmentation, segment_block,
                                     tile_cores, tile_starts)
 from cellspot.segment_models import (SegmentError, default_config_path,  # noqa: E402
-                                     load_model_config, upscale_of)
+                                     load_model_config, narrow_overrides, upscale_of)
 from cellspot.segment_train import train_model  # noqa: E402
 
 torch.set_num_threads(2)
@@ -170,7 +170,7 @@ def _tiny_cell_coco(path, size=64):
     return coco.coco_from_volumes(img, {"nucleus": nuc, "cell": cell}, path, val_fraction=0.0)
 
 
-TINY = dict(max_iters=3, batch_size=2, checkpoint_interval=1, log_interval=1, val_interval=0,
+TINY = dict(max_iters=2, batch_size=2, checkpoint_interval=1, log_interval=1, val_interval=0,
             lr=1e-4, depth=18, threads=2)
 
 
@@ -178,7 +178,8 @@ TINY = dict(max_iters=3, batch_size=2, checkpoint_interval=1, log_interval=1, va
 def spot_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("spots")
     paths = _tiny_spot_coco(root / "coco")
-    out = train_model("spots", root / "coco", root / "model", **TINY)
+    out = train_model("spots", root / "coco", root / "model",
+                      **{**TINY, "overrides": narrow_overrides(16, 32)})
     return root, paths, out
 
 
@@ -187,15 +188,7 @@ def cell_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("cells")
     _tiny_cell_coco(root / "coco")
     out = train_model("cells", root / "coco", root / "model",
-                      **{**TINY, "max_iters": 2, "overrides": {
-                          "model.neck.out_channels": 32, "model.rpn_head.in_channels": 32,
-                          "model.rpn_head.feat_channels": 32,
-                          "model.roi_head.bbox_roi_extractor.out_channels": 32,
-                          "model.roi_head.bbox_head.in_channels": 32,
-                          "model.roi_head.bbox_head.fc_out_channels": 64,
-                          "model.roi_head.mask_roi_extractor.out_channels": 32,
-                          "model.roi_head.mask_head.in_channels": 32,
-                          "model.roi_head.mask_head.conv_out_channels": 32}})
+                      **{**TINY, "overrides": narrow_overrides(16, 32)})
     return root, out
 
 
@@ -213,15 +206,16 @@ def test_tiny_training_writes_outputs_and_resumes(spot_model):
         assert out[key].is_file() and out[key].stat().st_size > 0
     assert list(out["tensorboard"].glob("*/events.out.tfevents.*"))
     rows = _train_scalars(root / "model" / "work")
-    assert [r["iter"] for r in rows] == [1, 2, 3]
+    assert [r["iter"] for r in rows] == [1, 2]
     assert all(np.isfinite(r["loss"]) for r in rows)
     ck = torch.load(out["checkpoint"], weights_only=False)
-    assert ck["meta"]["iter"] == 3 and "cfg" in ck["meta"]
-    # a second run with more iterations continues from iteration 3 (not from 0)
-    train_model("spots", root / "coco", root / "model", **{**TINY, "max_iters": 5})
+    assert ck["meta"]["iter"] == 2 and "cfg" in ck["meta"]
+    # a second run with more iterations continues from iteration 2 (not from 0)
+    train_model("spots", root / "coco", root / "model",
+                **{**TINY, "max_iters": 3, "overrides": narrow_overrides(16, 32)})
     rows = _train_scalars(root / "model" / "work")
-    assert [r["iter"] for r in rows] == [1, 2, 3, 4, 5]
-    assert torch.load(out["checkpoint"], weights_only=False)["meta"]["iter"] == 5
+    assert [r["iter"] for r in rows] == [1, 2, 3]
+    assert torch.load(out["checkpoint"], weights_only=False)["meta"]["iter"] == 3
 
 
 def test_training_input_errors(tmp_path):
@@ -240,7 +234,7 @@ def test_training_input_errors(tmp_path):
 def test_inference_empty_no_objects_and_large_tiled(spot_model):
     root, _, out = spot_model
     seg = Segmenter(out["config"], out["checkpoint"], device="cpu", batch_size=2,
-                    tile_size=64, tile_overlap=16, score_threshold=0.0)
+                    tile_size=64, tile_overlap=16, score_threshold=0.0, max_detections=30)
     rng = np.random.default_rng(0)
     empty = np.zeros((1, 48, 48, 1), np.float32)
     noise = rng.normal(0, 0.05, (1, 48, 48, 1)).astype(np.float32)
@@ -264,7 +258,8 @@ def test_segment_block_store_cells(cell_model, tmp_path):
     movie = tmp_path / "pre.ome.zarr"
     arr = create_image(movie, (3, 3, 2, 64, 64), "float32", meta)
     arr[...] = np.random.default_rng(0).normal(0, 0.1, arr.shape).astype(np.float32)
-    seg = Segmenter(out["config"], out["checkpoint"], device="cpu", score_threshold=0.0)
+    seg = Segmenter(out["config"], out["checkpoint"], device="cpu", score_threshold=0.0,
+                    max_detections=20)
     store = segment_block(movie, tmp_path / "t0001-0003.zarr", seg, "cells",
                           ["nucleus", "cytoplasm", "rna"], 1, 3)
     s = read_segmentation(store)

@@ -170,11 +170,13 @@ class Segmenter:
         Instances below this score are dropped.
     weight_channel : int, optional
         Channel of the input used to weight centroids (default: the mean of the channels).
+    max_detections : int, optional
+        Instances per slice (tile) at most; default the config's ``test_cfg.rcnn.max_per_img``.
     """
 
     def __init__(self, config, checkpoint, device: str | None = None, batch_size: int = 4,
                  tile_size: int = 1024, tile_overlap: int = 64, score_threshold: float = 0.5,
-                 weight_channel: int | None = None):
+                 weight_channel: int | None = None, max_detections: int | None = None):
         import torch
         from mmengine.dataset import Compose
 
@@ -182,6 +184,8 @@ class Segmenter:
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.cfg = load_model(config, checkpoint, self.device)
+        if max_detections is not None:
+            self.model.test_cfg.rcnn.max_per_img = int(max_detections)
         self.classes = tuple(self.cfg.get("classes") or
                              self.cfg.train_dataloader.dataset.metainfo["classes"])
         self.in_channels = int(self.cfg.model.backbone.get("in_channels", 3))
