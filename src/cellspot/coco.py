@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -34,6 +35,9 @@ from pycocotools.coco import COCO
 from cellspot.omezarr import atomic_output
 
 log = logging.getLogger(__name__)
+# pycocotools 2.0.11 with numpy 2 warns on every mask decode (harmless; floods rule logs).
+warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy",
+                        category=DeprecationWarning)
 
 
 class CocoError(ValueError):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -49,6 +50,9 @@ def _require_mmdet():
 
 
 _require_mmdet()
+# pycocotools 2.0.11 with numpy 2 warns on every mask decode (harmless; floods rule logs).
+warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy",
+                        category=DeprecationWarning)
 
 from mmcv.transforms import BaseTransform  # noqa: E402
 from mmdet.registry import TRANSFORMS  # noqa: E402
