@@ -214,6 +214,10 @@ def train_model(model: str, coco_dir: str | os.PathLike, out_dir: str | os.PathL
              cfg.train_cfg.max_iters, work_dir, cfg.resume, cfg.load_from,
              cfg.optim_wrapper.type)
     runner = Runner.from_cfg(cfg)
+    # MMEngine's logger does not propagate: send its lines (losses, ETA) to the rule's log too.
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler) and h not in runner.logger.handlers:
+            runner.logger.addHandler(h)
     runner.train()
 
     last = work_dir / "last_checkpoint"
