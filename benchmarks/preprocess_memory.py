@@ -19,7 +19,6 @@ import math
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,9 @@ from cellspot.omezarr import ImageMeta, create_image
 CHILD = r"""
 import json, resource, sys, time
 import psutil
-import dask.array, distributed, matplotlib, scipy.signal, skimage.registration, skimage.restoration  # noqa: F401
+# imported before the resting measurement: their memory is not the stage's
+import dask.array, distributed, matplotlib, scipy.signal  # noqa: F401
+import skimage.registration, skimage.restoration  # noqa: F401
 from cellspot.preprocess import limit_heap_growth, preprocess_movie
 limit_heap_growth()
 args = json.loads(sys.argv[1])

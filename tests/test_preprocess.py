@@ -240,10 +240,11 @@ def reference_pipeline(image, settings, drift):
     return out
 
 
-def test_preprocess_movie_equals_whole_volume_pipeline(tmp_path):
+@pytest.mark.parametrize("z_chunk", [4, 1])  # 1: thinner than every halo, several batches
+def test_preprocess_movie_equals_whole_volume_pipeline(tmp_path, z_chunk):
     rng = np.random.default_rng(5)
     image, true = synthetic_movie(rng)
-    src = make_movie(tmp_path, image)
+    src = make_movie(tmp_path, image, chunks=(1, 1, z_chunk) + image.shape[3:])
     out = tmp_path / "pre.ome.zarr"
     drift = preprocess_movie(src, out, SETTINGS, threads=2, drift_csv=tmp_path / "drift.csv",
                              drift_png=tmp_path / "drift.png")

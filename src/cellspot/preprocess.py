@@ -18,7 +18,8 @@ of the channel's intensity range whatever the camera.
 
 :func:`preprocess_movie` is the stage's entry point on OME-Zarr paths: drift estimation
 (:mod:`cellspot.register`) on the registration channel, then normalise + filter + shift for every
-channel, written as a float32 OME-Zarr, plus the drift table and plot.
+channel in one chunked pass (:func:`process_channel_dask`: each chunk reads a slab with the
+filter halo plus the shift halo), written as a float32 OME-Zarr, plus the drift table and plot.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ Length = Union[PositiveFloat, tuple[PositiveFloat, PositiveFloat, PositiveFloat]
 
 
 class PreprocessError(ValueError):
-    """The movie or the settings do not allow preprocessing (e.g. a configured channel is absent)."""
+    """The movie or the settings do not allow preprocessing (e.g. a channel is absent)."""
 
 
 # --------------------------------------------------------------------------- pure filters
@@ -85,7 +86,8 @@ def ellipsoid_footprint(radius_px: Sequence[float]) -> np.ndarray:
     return dist <= 1.0
 
 
-def gaussian_smooth(image: np.ndarray, sigma_px: Sequence[float], truncate: float = 4.0) -> np.ndarray:
+def gaussian_smooth(image: np.ndarray, sigma_px: Sequence[float],
+                    truncate: float = 4.0) -> np.ndarray:
     """Gaussian smoothing with a per-axis ``sigma_px`` (edges: ``reflect``)."""
     return ndi.gaussian_filter(image, sigma=tuple(sigma_px), truncate=truncate, mode="reflect")
 
@@ -309,6 +311,20 @@ def _tree_sum(parts: list):
     return parts[0]
 
 
+def _block_batches(arr: da.Array, max_blocks: int = 256):
+    """The array's blocks (as delayed objects) in batches of whole leading-axis slices.
+
+    One graph per batch: the scheduler's memory for the graph stays bounded however long the
+    movie is.
+    """
+    per_slice = int(np.prod(arr.numblocks[1:]))
+    step = max(1, max_blocks // max(per_slice, 1))
+    bounds = np.concatenate([[0], np.cumsum(arr.chunks[0])])
+    for i in range(0, arr.numblocks[0], step):
+        j = min(i + step, arr.numblocks[0])
+        yield arr[int(bounds[i]):int(bounds[j])].to_delayed().ravel()
+
+
 def _percentiles_from_counts(counts: np.ndarray, values: np.ndarray,
                              q: Sequence[float]) -> list[float]:
     """``numpy.percentile`` (linear) of the data whose histogram over ``values`` is ``counts``."""
@@ -325,7 +341,8 @@ def _percentiles_from_counts(counts: np.ndarray, values: np.ndarray,
     return out
 
 
-def channel_stats(channel: da.Array, name: str, low: float = 1.0, high: float = 99.8) -> ChannelStats:
+def channel_stats(channel: da.Array, name: str, low: float = 1.0,
+                  high: float = 99.8) -> ChannelStats:
     """Percentiles and bad-value counts of one channel over the whole movie, streaming.
 
     Parameters
@@ -337,27 +354,29 @@ def channel_stats(channel: da.Array, name: str, low: float = 1.0, high: float = 
     low, high : float
         Percentiles to compute.
     """
-    blocks = channel.to_delayed().ravel()
     dtype = channel.dtype
     if dtype.kind in "uib" and dtype.itemsize <= 2:
         info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
         n_bins = int(info.max) - int(info.min) + 1
-        counts = _tree_sum([dask.delayed(_int_hist)(b, int(info.min), n_bins)
-                            for b in blocks]).compute()
+        counts = sum(_tree_sum([dask.delayed(_int_hist)(b, int(info.min), n_bins)
+                                for b in blocks]).compute()
+                     for blocks in _block_batches(channel))
         values = np.arange(int(info.min), int(info.max) + 1, dtype=np.float64)
         nz = np.flatnonzero(counts)
         lo_p, hi_p = _percentiles_from_counts(counts, values, (low, high))
         return ChannelStats(name, lo_p, hi_p, float(values[nz[0]]), float(values[nz[-1]]),
                             int(counts.sum()), 0, int(counts[-1]) if dtype.kind == "u" else 0)
     # floats and wide integers: min/max pass, then a fine histogram
-    mm = np.array(dask.compute(*[dask.delayed(_minmax)(b) for b in blocks]))
+    mm = np.concatenate([np.array(dask.compute(*[dask.delayed(_minmax)(b) for b in blocks]))
+                         for blocks in _block_batches(channel)])
     vmin, vmax, n_bad = float(mm[:, 0].min()), float(mm[:, 1].max()), int(mm[:, 2].sum())
     n = int(channel.size)
     if n_bad == n:
         return ChannelStats(name, 0.0, 0.0, 0.0, 0.0, n, n_bad, 0)
     if not vmax > vmin:
         return ChannelStats(name, vmin, vmin, vmin, vmax, n, n_bad, 0)
-    counts = _tree_sum([dask.delayed(_float_hist)(b, vmin, vmax) for b in blocks]).compute()
+    counts = sum(_tree_sum([dask.delayed(_float_hist)(b, vmin, vmax) for b in blocks]).compute()
+                 for blocks in _block_batches(channel))
     centres = vmin + (np.arange(_N_FLOAT_BINS) + 0.5) * (vmax - vmin) / _N_FLOAT_BINS
     lo_p, hi_p = _percentiles_from_counts(counts, centres, (low, high))
     n_sat = 0
@@ -386,7 +405,8 @@ def warn_bad_values(stats: ChannelStats, source: str = "") -> None:
                     where, stats.name, stats.n_saturated, 100 * stats.n_saturated / stats.n_voxels)
 
 
-def normalization_params(stats: ChannelStats, norm: PercentileNorm | None) -> tuple[float, float, float]:
+def normalization_params(stats: ChannelStats,
+                         norm: PercentileNorm | None) -> tuple[float, float, float]:
     """``(offset, scale, fill)``: ``out = (raw - offset) * scale``, non-finite raw -> ``fill``."""
     fill_raw = stats.low if norm is not None else stats.vmin
     if stats.n_nonfinite == stats.n_voxels or stats.constant:
@@ -620,20 +640,25 @@ def preprocess_movie(
 
         log.info("drift estimation: %.1f s", time.perf_counter() - clock)
         clock = time.perf_counter()
-        # 3. normalise + filter + shift every channel, chunk by chunk
-        outs = []
-        for c, name in enumerate(meta.channel_names):
-            ch = settings.channels.get(name, ChannelSettings())
-            outs.append(process_channel_dask(
-                x[:, c], params[c], ch.filters, voxel,
-                shifts if reg.enabled and np.any(shifts != 0) else None, reg.order))
-        result = da.stack(outs, axis=1)
-
+        # 3. normalise + filter + shift every channel, chunk by chunk; one dask graph per batch
+        # of timepoints, so the graph's own memory does not grow with the movie
+        use_shift = reg.enabled and bool(np.any(shifts != 0))
+        per_t = n_c * int(np.prod(x.numblocks[2:]))
+        step = max(1, max(64, 8 * threads) // per_t)
+        bounds = np.concatenate([[0], np.cumsum(x.chunks[0])]).astype(int)
         out_meta = ImageMeta(meta.channel_names, voxel, meta.time_interval, meta.name,
                              extra={**meta.extra, "preprocess": {"channels": record}})
         with atomic_output(out_path) as tmp:
             out = create_image(tmp, raw.shape, np.float32, out_meta, chunks=raw.chunks)
-            da.store(result.rechunk(raw.chunks), out, lock=False)
+            for i in range(0, x.numblocks[0], step):
+                t0, t1 = bounds[i], bounds[min(i + step, x.numblocks[0])]
+                outs = [process_channel_dask(
+                    x[t0:t1, c], params[c],
+                    settings.channels.get(name, ChannelSettings()).filters, voxel,
+                    shifts[t0:t1] if use_shift else None, reg.order)
+                    for c, name in enumerate(meta.channel_names)]
+                da.store(da.stack(outs, axis=1).rechunk(raw.chunks), out,
+                         regions=(slice(t0, t1),), lock=False)
             log.info("normalise, filter, shift and write: %.1f s (%.2f Mvoxel/s)",
                      time.perf_counter() - clock, raw.size / (time.perf_counter() - clock) / 1e6)
             set_contrast_limits(tmp, [(0.0, 1.0)] * n_c)

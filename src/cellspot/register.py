@@ -1,8 +1,12 @@
 """Drift estimation and correction of ``tczyx`` movies.
 
-Drift is estimated on one channel by 3D sub-pixel phase correlation (scikit-image) between each
-timepoint and the last good one before it, and accumulated, so that every shift is relative to
-the first timepoint. A timepoint whose match is poor (normalised cross-correlation at the found
+Drift is estimated on one channel by 3D phase correlation between each timepoint and the last
+good one before it, and accumulated, so that every shift is relative to the first timepoint.
+Volumes are binned (``downsample``, ``max_voxels``) and blurred; the phase correlation is
+low-pass weighted (whitening alone lets noise swamp the peak). Sub-pixel precision comes either
+from maximising the normalised cross-correlation of the overlap around the peak (``refine``, the
+default: FFT correlation is biased by wrap-around when content enters and leaves a thin z-stack)
+or from scikit-image's upsampled DFT. A timepoint whose match is poor (normalised cross-correlation at the found
 shift below ``min_quality``, e.g. a frame with no signal) is *flagged*: it keeps the cumulative
 shift of the last good frame instead of a garbage estimate, and the next frame is matched against
 that last good frame.
