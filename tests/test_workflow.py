@@ -25,6 +25,12 @@ AFTER = {  # what a change of a stage's setting must re-run (per batch), and not
     "track": ["track", "report", "view", "provenance"],
 }
 CPU_SETTINGS = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+# Tests check the machinery, not accuracy: a few iterations on a small training movie.
+for _model in ("cells", "spots"):
+    CPU_SETTINGS["segment"]["models"][_model]["training_data"]["simulation"] = {
+        "n_timepoints": 2, "shape": [8, 96, 96], "n_cells": 4, "n_divisions": 0}
+    CPU_SETTINGS["segment"]["models"][_model]["train"].update(
+        {"max_iters": 4, "checkpoint_interval": 2, "val_interval": 4, "log_interval": 1})
 
 
 def expected(n_batches, rules=None, shared=("summary", "all")):
