@@ -144,6 +144,21 @@ def test_automatic_binning_bounds_the_volume():
     assert signal and np.allclose(vol, want)
 
 
+@pytest.mark.parametrize("kw,tol", [
+    ({}, 0.15),
+    ({"normalization": "none"}, 0.15),
+    ({"refine": False}, 0.5),  # upsampled-DFT sub-pixel only: biased by FFT wrap-around
+    ({"refine": False, "normalization": "none"}, 0.5),
+])
+def test_estimator_variants(kw, tol):
+    rng = np.random.default_rng(4)
+    drifts = np.cumsum(rng.normal(0, 1.0, (5, 3)) * [0.3, 1, 1], axis=0)
+    drifts -= drifts[0]
+    movie = _movie(np.random.default_rng(1), drifts)
+    df = estimate_drift(movie, 0, RegistrationSettings(**kw))
+    assert np.abs(_drift(df) - drifts).max() < tol
+
+
 def test_overlap_ncc():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(6, 20, 20))
