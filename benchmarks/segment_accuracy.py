@@ -44,6 +44,15 @@ def log(*a):
     print(time.strftime("%H:%M:%S"), *a, flush=True)
 
 
+def _f1(truth, pred, d=3.0):
+    """spot_f1 that also takes an empty truth or prediction (metrics.match_points cannot
+    reshape an empty (0, 2) array)."""
+    truth, pred = np.asarray(truth, float).reshape(-1, 2), np.asarray(pred, float).reshape(-1, 2)
+    if len(truth) == 0 or len(pred) == 0:
+        return MatchResult(0, len(pred), len(truth))
+    return spot_f1(truth, pred, d)
+
+
 def _sum(results):
     return MatchResult(sum(r.tp for r in results), sum(r.fp for r in results),
                        sum(r.fn for r in results))
@@ -118,9 +127,9 @@ def part_spots(work, minutes, sim_kw, threads):
                 truth = truth_spots(movie, t, z)
                 for th in thresholds:
                     sel = tab[tab["score"] >= th]
-                    per_thr[th].append(spot_f1(truth, sel[["y", "x"]].to_numpy(), 3.0))
+                    per_thr[th].append(_f1(truth, sel[["y", "x"]].to_numpy()))
                 det = spots_classic.detect_spots_log(x[t, z, ..., 0], sigma)
-                log_res.append(spot_f1(truth, det[["y", "x"]].to_numpy(), 3.0))
+                log_res.append(_f1(truth, det[["y", "x"]].to_numpy()))
                 n += 1
         return {th: _sum(r) for th, r in per_thr.items()}, _sum(log_res), n
 
