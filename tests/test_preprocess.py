@@ -361,7 +361,7 @@ def test_config_section_matches_schema_and_model():
         broken = {**section, "channels": {"rna": bad}}
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, schema, cls=jsonschema.Draft7Validator)
-        with pytest.raises(ValidationError):
+        with pytest.raises(PreprocessError, match="invalid preprocess settings"):
             PreprocessSettings.from_config(broken)
 
 

@@ -37,8 +37,9 @@ import dask
 import dask.array as da
 import numpy as np
 import scipy.ndimage as ndi
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cellspot.errors import CellspotError
 from cellspot.omezarr import (
     ImageMeta,
     OmeZarrError,
@@ -65,7 +66,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Length = Union[PositiveFloat, tuple[PositiveFloat, PositiveFloat, PositiveFloat]]
 
 
-class PreprocessError(ValueError):
+class PreprocessError(CellspotError):
     """The movie or the settings do not allow preprocessing (e.g. a channel is absent)."""
 
 
@@ -480,7 +481,10 @@ class PreprocessSettings(_Model):
     def from_config(cls, section: dict | None) -> "PreprocessSettings":
         """Settings from the ``preprocess:`` config section, minus the job's resources."""
         section = {k: v for k, v in (section or {}).items() if k not in RESOURCE_KEYS}
-        return cls.model_validate(section)
+        try:
+            return cls.model_validate(section)
+        except ValidationError as exc:
+            raise PreprocessError(f"invalid preprocess settings: {exc}") from exc
 
     def resolve_channels(self, roles: dict[str, str | int] | None,
                          channel_names: Sequence[str] | None = None) -> "PreprocessSettings":
