@@ -417,3 +417,15 @@ def test_command_line(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main([str(src), str(tmp_path / "out2"), "--config", str(cfg)]) == 2
     assert "['DAPI']" in caplog.text and str(src) in caplog.text
+
+
+def test_registration_disabled(tmp_path):
+    rng = np.random.default_rng(14)
+    image, _ = synthetic_movie(rng, T=3, shape=(8, 32, 32))
+    src = make_movie(tmp_path, image)
+    settings = {**SETTINGS, "registration": {"enabled": False, "channel": "absent"}}
+    drift = preprocess_movie(src, tmp_path / "pre.ome.zarr", settings, threads=1)
+    assert (drift[["dz", "dy", "dx"]].to_numpy() == 0).all() and not drift["flagged"].any()
+    want = reference_pipeline(image, SETTINGS, np.zeros((3, 3)))
+    got = open_array(tmp_path / "pre.ome.zarr")[...]
+    assert np.abs(got - want).max() < 1e-5 * float(np.ptp(want))

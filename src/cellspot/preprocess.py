@@ -36,6 +36,7 @@ from typing import Annotated, Iterator, Literal, Sequence, Union
 import dask
 import dask.array as da
 import numpy as np
+import pandas as pd
 import scipy.ndimage as ndi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -574,7 +575,7 @@ def preprocess_movie(
     threads: int = 1,
     drift_csv: str | os.PathLike | None = None,
     drift_png: str | os.PathLike | None = None,
-) -> "pd.DataFrame":  # noqa: F821
+) -> pd.DataFrame:
     """Denoise, normalise and drift-correct an OME-Zarr movie into a float32 OME-Zarr.
 
     Memory stays bounded by a few chunks per thread: the movie is read chunk by chunk (a
@@ -597,7 +598,8 @@ def preprocess_movie(
     pandas.DataFrame
         The drift table (``t, dz, dy, dx, quality, flagged``).
     """
-    settings = PreprocessSettings.model_validate(settings or {})
+    if not isinstance(settings, PreprocessSettings):
+        settings = PreprocessSettings.from_config(settings)
     in_path = Path(in_path)
     meta = read_meta(in_path)
     raw = open_array(in_path)
@@ -636,8 +638,6 @@ def preprocess_movie(
             c_reg = meta.channel_index(reg.channel)
             drift = estimate_drift(raw, c_reg, reg, fill_value=params[c_reg][0], threads=threads)
         else:
-            import pandas as pd
-
             drift = pd.DataFrame({"t": np.arange(n_t), "dz": 0.0, "dy": 0.0, "dx": 0.0,
                                   "quality": 1.0, "flagged": False})
         shifts = drift[["dz", "dy", "dx"]].to_numpy(dtype=float)
