@@ -215,6 +215,8 @@ def test_tiny_training_writes_outputs_and_resumes(spot_model):
                 **{**TINY, "max_iters": 3, "overrides": narrow_overrides(16, 32)})
     rows = _train_scalars(root / "model" / "work")
     assert [r["iter"] for r in rows] == [1, 2, 3]
+    # each run logs into its own folder (scalars and TensorBoard), the PNG shows both
+    assert len(list((root / "model" / "work").glob("*/vis_data/scalars.json"))) == 2
     assert torch.load(out["checkpoint"], weights_only=False)["meta"]["iter"] == 3
 
 

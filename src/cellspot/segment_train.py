@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Mapping
 
@@ -115,6 +116,9 @@ def build_train_config(model: str, coco_dir: str | os.PathLike, work_dir: str | 
         cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
             dict(type="TimeLimitHook", seconds=float(time_limit_s))]
     cfg.work_dir = str(Path(work_dir).resolve())
+    # MMEngine's visualizer is a per-name singleton: a second training in the same process
+    # would write its scalars into the first one's folder. A unique name per run avoids that.
+    cfg.visualizer.name = f"cellspot-{uuid.uuid4().hex[:12]}"
     cfg.randomness = dict(seed=int(seed))
     last = Path(cfg.work_dir) / "last_checkpoint"
     if last.is_file():
