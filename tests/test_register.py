@@ -180,3 +180,12 @@ def test_chunked_shift_equals_whole_volume(order):
         assert np.abs(got[t] - want).max() < 1e-5 * float(np.ptp(want))
     # content moves back: the shifted frame matches a frame drawn at p + d
     assert np.allclose(shift_volume(movie[0], (0, 0, 2), 1)[:, :, :-2], movie[0][:, :, 2:])
+
+
+def test_drift_residual_on_the_standard_demo_movie(demo_movie):
+    """The default movie: cells move and divide, the sample drifts; drift residual < 0.5 px."""
+    true = demo_movie.drift[["dz", "dy", "dx"]].to_numpy()
+    df = estimate_drift(demo_movie.image, demo_movie.meta.channel_index("nucleus"),
+                        RegistrationSettings())
+    residual = np.abs(_drift(df) - true)
+    assert residual.max() < 0.5, residual

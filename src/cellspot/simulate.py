@@ -151,12 +151,20 @@ def _cell_states(cfg: SimulationConfig, rng: np.random.Generator):
                         born.append(d)
                 else:
                     c.velocity = c.velocity + np.r_[0, rng.normal(0, 0.15 * cfg.cell_speed, 2)]
-                    c.center = c.center + c.velocity
-                    for ax in (1, 2):  # reflect at the field border
-                        lo, hi = 0.5 * c.radii[1], extent[ax] - 0.5 * c.radii[1]
-                        if not lo <= c.center[ax] <= hi:
-                            c.velocity[ax] *= -1
-                            c.center[ax] = np.clip(c.center[ax], lo, hi)
+            movers = [c for c in alive if c.t_start < t]
+            if len(movers) > 1:
+                # Cells move relative to each other; the population as a whole does not: any
+                # common motion is the sample drift, which is simulated (and known) separately.
+                mean_v = np.mean([c.velocity for c in movers], axis=0)
+                for c in movers:
+                    c.velocity = c.velocity - mean_v
+            for c in movers:
+                c.center = c.center + c.velocity
+                for ax in (1, 2):  # reflect at the field border
+                    lo, hi = 0.5 * c.radii[1], extent[ax] - 0.5 * c.radii[1]
+                    if not lo <= c.center[ax] <= hi:
+                        c.velocity[ax] *= -1
+                        c.center[ax] = np.clip(c.center[ax], lo, hi)
             alive += born
             everyone += born
         states.append([(c.cid, c.center.copy(), c.radii.copy(), c.angle) for c in alive])
