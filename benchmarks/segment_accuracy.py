@@ -71,10 +71,12 @@ def train_budgeted(model, coco_dir, out, minutes, probe_iters=4, narrow=True, **
         kw["overrides"] = narrow_overrides()
     from cellspot.segment_train import _scalars
 
+    t0 = time.time()
     train_model(model, coco_dir, out / "probe", max_iters=probe_iters, checkpoint_interval=1000,
                 val_interval=0, log_interval=1, **kw)
     rows, _ = _scalars(out / "probe" / "work")
-    per_iter = float(np.median([r["time"] for r in rows if "time" in r][1:]))
+    times = [r["time"] for r in rows if "time" in r][1:]
+    per_iter = float(np.median(times)) if times else (time.time() - t0) / probe_iters
     iters = max(20, int(minutes * 60 / (per_iter * 1.1)))
     log(f"{model}: {per_iter:.2f} s/iteration (probe) -> {iters} iterations")
     t0 = time.time()
