@@ -175,3 +175,9 @@ def test_cli_ingest(tmp_path, capsys):
                      "--voxel-size", "1,0.2,0.2"]) == 0
     assert json.loads(capsys.readouterr().out)["shape_tczyx"] == [3, 1, 5, 24, 20]
     assert cli_main(["ingest", str(tmp_path / "missing.tif"), str(tmp_path / "x")]) == 2
+
+
+def test_cli_dispatches_stage_commands(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli_main(["merge", "--help"])
+    assert done.value.code == 0 and "cellspot.merge" in capsys.readouterr().out

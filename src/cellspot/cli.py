@@ -1,4 +1,4 @@
-"""Command-line interface: ``cellspot simulate | ingest | demo | batches``."""
+"""Command-line interface: ``cellspot simulate | ingest | preprocess | merge | report | batches | status | demo``."""
 
 from __future__ import annotations
 
@@ -99,6 +99,14 @@ def cmd_demo(args) -> int:
     return subprocess.call(cmd)
 
 
+# Stages with a command line of their own: `cellspot <stage> ...` runs `python -m cellspot.<stage>`.
+STAGE_COMMANDS = {
+    "preprocess": ("cellspot.preprocess", "denoise, normalise and drift-correct an OME-Zarr"),
+    "merge": ("cellspot.merge", "stitch per-slice instances into 3D labels and tables"),
+    "report": ("cellspot.report.__main__", "statistics, figures and the HTML report of a batch"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellspot", description=__doc__)
     p.add_argument("--version", action="version", version=f"cellspot {__version__}")
@@ -135,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="also write the table (TSV) here")
     s.set_defaults(func=cmd_status)
 
+    for name, (_, text) in STAGE_COMMANDS.items():
+        s = sub.add_parser(name, help=f"{text} (see `cellspot {name} --help`)", add_help=False)
+        s.add_argument("args", nargs=argparse.REMAINDER)
+        s.set_defaults(func=None, stage=name)
+
     s = sub.add_parser("demo", help="simulate the default movie and run the workflow on it")
     s.add_argument("--directory", default=str(REPO), help="workflow folder (default: this repo)")
     s.add_argument("--profile", default="profiles/local")
@@ -145,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in STAGE_COMMANDS:
+        import importlib
+
+        module = importlib.import_module(STAGE_COMMANDS[argv[0]][0])
+        return int(module.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from .errors import CellspotError
