@@ -22,6 +22,7 @@ SNAKEFILE = """
 import sys
 sys.path.insert(0, {src!r})
 from cellspot.provenance import code_fingerprint
+from cellspot.smk import scaled_mem
 BATCHES = {{b: None for b in {batches!r}}}
 TARGETS = []
 wildcard_constraints:

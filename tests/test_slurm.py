@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 STATE = os.environ.get("SLURM_CI_STATE", "/var/spool/slurm-ci")
 # A cluster without accounting has no sacct; the executor must poll squeue (see shared notes).
 TEST_FLAGS = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks",
-              "2", "--slurm-jobname-prefix", "cellspot-test"]
+              "2", "--slurm-jobname-prefix", "cellspot-test",
+              # a job asking for more CPUs than the node has would wait forever
+              "--max-threads", str(os.cpu_count())]
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,7 @@ sys.path.insert(0, {src!r})
 from cellspot.provenance import code_fingerprint
 BATCHES = {batches!r}
 TARGETS = []
-def scaled_mem(mb):
-    return lambda wildcards, attempt: int(mb) * attempt
+from cellspot.smk import scaled_mem
 wildcard_constraints:
     batch="|".join(BATCHES)
 include: {rules!r}

@@ -18,6 +18,11 @@ from .errors import CellspotError
 EXPECTED_ERRORS = (CellspotError, FileNotFoundError)
 
 
+def scaled_mem(mb: int):
+    """A rule's ``mem_mb`` that grows with the attempt: a job killed for memory retries with more."""
+    return lambda wildcards, attempt: int(mb) * attempt
+
+
 def setup_logging(logfile: str | None, level: int = logging.INFO) -> None:
     """Send the root logger (and Python warnings) to ``logfile`` and stderr."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]

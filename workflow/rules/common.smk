@@ -15,6 +15,7 @@ from cellspot.batches import discover_batches  # noqa: E402
 from cellspot.errors import CellspotError  # noqa: E402
 from cellspot.omezarr import open_array  # noqa: E402
 from cellspot.provenance import code_fingerprint, workflow_version  # noqa: E402
+from cellspot.smk import scaled_mem  # noqa: E402
 from cellspot.tiffio import count_timepoints  # noqa: E402
 
 
@@ -29,11 +30,6 @@ TARGETS = []
 
 wildcard_constraints:
     batch="|".join(re.escape(b) for b in BATCHES) or "__no_batch__",
-
-
-def scaled_mem(mb):
-    """``mem_mb`` that grows with the attempt: a job killed for memory is retried with more."""
-    return lambda wildcards, attempt: int(mb) * attempt
 
 
 def batch_info(wildcards):
