@@ -56,10 +56,10 @@ def match_points(truth: np.ndarray, pred: np.ndarray, max_distance: float = 3.0,
     truth_idx, pred_idx : arrays of int
         Indices of matched pairs.
     """
-    truth = np.asarray(truth, float).reshape(len(truth), -1)
-    pred = np.asarray(pred, float).reshape(len(pred), -1)
     if len(truth) == 0 or len(pred) == 0:
         return np.zeros(0, int), np.zeros(0, int)
+    truth = np.asarray(truth, float).reshape(len(truth), -1)
+    pred = np.asarray(pred, float).reshape(len(pred), -1)
     if scale is not None:
         truth, pred = truth * np.asarray(scale), pred * np.asarray(scale)
     # Sparse candidate pairs keep this fast for tens of thousands of spots.
