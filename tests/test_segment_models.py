@@ -298,3 +298,16 @@ def test_missing_or_incompatible_checkpoint(spot_model, cell_model, tmp_path):
     # without a config file the one stored in the checkpoint is used
     seg = Segmenter(None, spots["checkpoint"], device="cpu")
     assert seg.classes == ("spot",) and seg.in_channels == 1
+
+
+@pytest.mark.slow
+def test_time_limit_stops_with_a_checkpoint_and_publishes_nothing(tmp_path):
+    """A job near its wall time stops cleanly; the model is not published half-trained, and the
+    next run resumes from where it stopped."""
+    _tiny_spot_coco(tmp_path / "coco")
+    kwargs = {**TINY, "max_iters": 3, "overrides": narrow_overrides(16, 32)}
+    with pytest.raises(SegmentError, match="stopped at iteration 1 of 3 by the time limit"):
+        train_model("spots", tmp_path / "coco", tmp_path / "model", time_limit_s=1e-6, **kwargs)
+    assert not (tmp_path / "model" / "checkpoint.pth").exists()
+    train_model("spots", tmp_path / "coco", tmp_path / "model", **kwargs)
+    assert [r["iter"] for r in _train_scalars(tmp_path / "model" / "work")] == [1, 2, 3]

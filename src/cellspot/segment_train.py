@@ -62,11 +62,17 @@ def _register_time_limit_hook():
                 return  # the last iteration: the checkpoint hook saves it anyway
             runner.logger.info("time limit of %.0f s reached at iteration %d: stopping",
                                self.seconds, runner.iter + 1)
-            name = f"iter_{runner.iter + 1}.pth"
-            runner.save_checkpoint(runner.work_dir, name)
-            Path(runner.work_dir, "last_checkpoint").write_text(
-                str(Path(runner.work_dir, name)))
+            self.stopped = True
             runner.train_loop.stop_training = True
+
+        def after_train(self, runner):
+            # Saved here, once the loop has counted the iteration (inside after_train_iter the
+            # checkpoint would record one iteration less, and a resume would repeat it).
+            if getattr(self, "stopped", False):
+                name = f"iter_{runner.iter}.pth"
+                runner.save_checkpoint(runner.work_dir, name)
+                Path(runner.work_dir, "last_checkpoint").write_text(
+                    str(Path(runner.work_dir, name)))
 
 
 def _has_images(ann_file: Path) -> bool:
@@ -223,6 +229,12 @@ def train_model(model: str, coco_dir: str | os.PathLike, out_dir: str | os.PathL
         if isinstance(h, logging.FileHandler) and h not in runner.logger.handlers:
             runner.logger.addHandler(h)
     runner.train()
+    if runner.iter < cfg.train_cfg.max_iters:
+        # Stopped by the time limit: fail the job rather than publish a half-trained model; the
+        # retry (or next run) resumes from the checkpoint just written.
+        raise SegmentError(f"{model}: training stopped at iteration {runner.iter} of "
+                           f"{cfg.train_cfg.max_iters} by the time limit; run again to resume "
+                           f"from {work_dir}")
 
     last = work_dir / "last_checkpoint"
     if not last.is_file():

@@ -15,13 +15,17 @@ def main(smk):
     from cellspot.segment_train import train_model
 
     t = dict(smk.params.train)
+    # Stop (with a checkpoint) before the job's wall time, keeping a margin for writing outputs.
+    runtime_s = 60 * float(smk.resources.runtime)
+    time_limit_s = runtime_s - max(300.0, 0.1 * runtime_s)
     train_model(smk.params.model, smk.input.coco, Path(smk.output.checkpoint).parent,
                 threads=smk.threads, config_path=smk.input.config,
                 overrides=dict(smk.params.overrides or {}), depth=smk.params.depth,
                 max_iters=t["max_iters"], batch_size=t["batch_size"], lr=t["lr"],
                 checkpoint_interval=t["checkpoint_interval"], val_interval=t["val_interval"],
                 log_interval=t["log_interval"], amp=t["amp"], seed=t["seed"],
-                num_workers=t["num_workers"], load_from=smk.params.pretrained or None)
+                num_workers=t["num_workers"], load_from=smk.params.pretrained or None,
+                time_limit_s=time_limit_s if time_limit_s > 0 else None)
 
 
 run_step(snakemake, main)  # noqa: F821
