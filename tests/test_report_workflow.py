@@ -16,21 +16,9 @@ import yaml
 
 from cellspot.report import build, truth
 from cellspot.simulate import SimulationConfig, simulate_movie
+from workflow_helpers import stage_snakefile
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = """
-import sys
-sys.path.insert(0, {src!r})
-from cellspot.provenance import code_fingerprint
-from cellspot.smk import scaled_mem
-BATCHES = {{b: None for b in {batches!r}}}
-TARGETS = []
-wildcard_constraints:
-    batch="|".join(BATCHES)
-include: {rules!r}
-rule all:
-    input: [t.format(batch=b) for t in TARGETS for b in BATCHES]
-"""
 
 
 def _config_defaults() -> dict:
@@ -68,8 +56,7 @@ def test_snakemake_report_and_summary(tmp_path):
     batches = ["b1", "b2"]
     for b in batches:
         truth.write_batch(movie, tmp_path / "results" / b)
-    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(
-        src=str(ROOT / "src"), batches=batches, rules=str(ROOT / "workflow/rules/report.smk")))
+    (tmp_path / "Snakefile").write_text(stage_snakefile("report.smk", batches))
     cfg = _config_defaults()
     cfg["report"]["n_permutations"] = 50
     (tmp_path / "config.json").write_text(json.dumps(cfg))

@@ -16,21 +16,9 @@ import pytest
 import yaml
 
 from cellspot import ctc, track
+from workflow_helpers import stage_snakefile
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = """
-import sys
-sys.path.insert(0, {src!r})
-from cellspot.provenance import code_fingerprint
-BATCHES = {batches!r}
-TARGETS = []
-from cellspot.smk import scaled_mem
-wildcard_constraints:
-    batch="|".join(BATCHES)
-include: {rules!r}
-rule all:
-    input: [t.format(batch=b) for t in TARGETS for b in BATCHES]
-"""
 
 
 def _track_config() -> dict:
@@ -93,8 +81,7 @@ def test_snakemake_track_rule(tmp_path):
                                             n_divisions=1, spots_per_cell=(5, 8)), seed=4)
     _merge_like_batch(movie, tmp_path / "results" / "b1")
     shutil.copytree(ROOT / "config" / "btrack", tmp_path / "config" / "btrack")
-    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(
-        src=str(ROOT / "src"), batches=["b1"], rules=str(ROOT / "workflow/rules/track.smk")))
+    (tmp_path / "Snakefile").write_text(stage_snakefile("track.smk", ["b1"]))
     (tmp_path / "config.json").write_text(json.dumps({"track": _track_config()}))
     smk = [sys.executable, "-m", "snakemake", "all", "--cores", "1", "--configfile",
            "config.json"]

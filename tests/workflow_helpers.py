@@ -26,6 +26,28 @@ def make_workdir(root: Path, movies: dict[str, Path], **config_updates) -> Path:
     return root
 
 
+STAGE_SNAKEFILE = """
+import sys
+sys.path.insert(0, {src!r})
+from cellspot.provenance import code_fingerprint
+from cellspot.smk import scaled_mem
+BATCHES = {batches!r}
+TARGETS = []
+wildcard_constraints:
+    batch="|".join(BATCHES)
+include: {rules!r}
+rule all:
+    input: [t.format(batch=b) for t in TARGETS for b in BATCHES]
+"""
+
+
+def stage_snakefile(rules: str, batches: list[str]) -> str:
+    """A minimal Snakefile around one stage's rules (what common.smk provides, nothing else),
+    to run a stage on prepared inputs without the stages before it."""
+    return STAGE_SNAKEFILE.format(src=str(REPO / "src"), batches=list(batches),
+                                  rules=str(REPO / "workflow" / "rules" / rules))
+
+
 def deep_update(config: dict, updates: dict) -> dict:
     """Merge ``updates`` into ``config`` recursively, as Snakemake merges config files."""
     for key, value in updates.items():
