@@ -39,6 +39,17 @@ def small_movie_files(small_movie, tmp_path_factory):
     return out
 
 
+def btrack_loads() -> bool:
+    """Whether btrack's compiled tracker library loads on this machine."""
+    try:
+        from btrack import libwrapper
+
+        libwrapper.get_library()
+        return True
+    except Exception:
+        return False
+
+
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test if it is absent."""
     p = SHARED_DATA.joinpath(*parts)

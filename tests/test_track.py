@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from cellspot import ctc, track
+from conftest import btrack_loads
 
 REPO = Path(__file__).resolve().parents[1]
 CELL_CONFIG = REPO / "config" / "btrack" / "cell_config.json"
@@ -17,17 +18,7 @@ SPOT_CONFIG = REPO / "config" / "btrack" / "spot_config.json"
 VS = (1.0, 1.0, 1.0)
 
 
-def _btrack_loads() -> bool:
-    try:
-        from btrack import libwrapper
-
-        libwrapper.get_library()
-        return True
-    except Exception:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _btrack_loads(),
+pytestmark = pytest.mark.skipif(not btrack_loads(),
                                 reason="btrack's libtracker.so does not load on this machine")
 
 

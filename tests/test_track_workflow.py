@@ -17,6 +17,7 @@ import yaml
 
 from cellspot import ctc, track
 from workflow_helpers import stage_snakefile
+from conftest import btrack_loads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,18 +62,8 @@ def _merge_like_batch(movie, out: Path) -> None:
     write_labels(out / "labels" / "cells.zarr", movie.cells, movie.meta, "cells")
 
 
-def _btrack_loads() -> bool:
-    try:
-        from btrack import libwrapper
-
-        libwrapper.get_library()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _btrack_loads(), reason="btrack's libtracker.so does not load here")
+@pytest.mark.skipif(not btrack_loads(), reason="btrack's libtracker.so does not load here")
 def test_snakemake_track_rule(tmp_path):
     from cellspot.omezarr import open_array
     from cellspot.simulate import SimulationConfig, simulate_movie

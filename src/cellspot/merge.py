@@ -567,23 +567,17 @@ def _chains_to_labels(g: _Graph) -> np.ndarray:
     lut = np.zeros(n, np.int64)
     k = 0
     order = np.argsort(g.node_z[1:], kind="stable") + 1
-    for start in order:
-        if g.prv[start] or g.alias[start] or lut[start] or g.area[start] == 0:
-            continue
-        k += 1
-        node = start
-        while node and not lut[node]:
-            lut[node] = k
-            node = g.nxt[node]
-    # Nodes not reached from a head (defensive: inconsistent links) become objects of their own.
-    for start in order:
-        if lut[start] or g.alias[start] or g.area[start] == 0:
-            continue
-        k += 1
-        node = start
-        while node and not lut[node]:
-            lut[node] = k
-            node = g.nxt[node]
+    # First from chain heads; then nodes not reached from a head (defensive: inconsistent links)
+    # become objects of their own.
+    for heads_only in (True, False):
+        for start in order:
+            if (heads_only and g.prv[start]) or g.alias[start] or lut[start] or g.area[start] == 0:
+                continue
+            k += 1
+            node = start
+            while node and not lut[node]:
+                lut[node] = k
+                node = g.nxt[node]
     for f in np.flatnonzero(g.alias):
         lut[f] = lut[g.alias[f]]
     return lut
