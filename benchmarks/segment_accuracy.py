@@ -15,6 +15,9 @@ Parts (each trains its own model on the CPU, or GPU if present, within a time bu
    from the instances; then nucleus AP@0.5 (TP/(TP+FP+FN), per slice) on the real 3D nuclei
    (../shared/data/nuclei3d_qcanet), with the nucleus stain in the nucleus channel and the other
    channels empty. Baseline for nuclei: Otsu threshold + connected components per slice.
+4. ``cells_semantic``: as ``cells`` with config/maskrcnn_cells_semantic.py (a Panoptic FPN
+   semantic head on the same network): the semantic map of the head and the one derived from
+   the same network's instances, side by side.
 
 Usage::
 
@@ -243,23 +246,35 @@ def _coco_segm_map(truth_slices, pred_slices):
     return out.pop("all"), out
 
 
-def part_cells(work, minutes, sim_kw, threads):
+def _semantic_scores(conf):
+    iou = {n: float(conf[i, i] / max(conf[i].sum() + conf[:, i].sum() - conf[i, i], 1))
+           for i, n in enumerate(["background", "cytoplasm", "nucleus"])}
+    return iou, float(np.trace(conf) / conf.sum())
+
+
+def part_cells(work, minutes, sim_kw, threads, semantic_head=False):
+    """``semantic_head``: train config/maskrcnn_cells_semantic.py and score both semantic maps
+    of that one network, the head's and the one derived from its instances."""
     from cellspot.segment_infer import Segmenter, semantic_from_instances
+    from cellspot.segment_models import default_config_path
     from cellspot.simulate import SimulationConfig, simulate_movie
 
-    work = work / "cells"
+    work = work / ("cells_semantic" if semantic_head else "cells")
     cfg = SimulationConfig(**sim_kw)
     channels = ["nucleus", "cytoplasm", "rna"]
     coco.coco_from_simulation(simulate_movie(cfg, seed=21), "cells", work / "coco", channels,
                               val_fraction=0.0, keep_empty=0.1)
+    config_path = (default_config_path("cells").with_name("maskrcnn_cells_semantic.py")
+                   if semantic_head else None)
     paths = train_budgeted("cells", work / "coco", work, minutes, threads=threads,
-                           batch_size=2, lr=2e-4)
+                           batch_size=2, lr=2e-4, config_path=config_path)
     seg = Segmenter(paths["config"], paths["checkpoint"], score_threshold=0.05, batch_size=4)
     movie = simulate_movie(cfg, seed=23)
     x = movie_slices(movie, channels)
     shifts = movie.drift.set_index("t")[["dz", "dy", "dx"]]
     truth_sl, pred_sl = [], []
     conf = np.zeros((3, 3), np.int64)
+    conf_head = np.zeros((3, 3), np.int64)
     for t in range(x.shape[0]):
         sh = shifts.loc[t].to_numpy(float)
         nuc = coco._shift_labels(np.asarray(movie.nuclei[t]), sh)
@@ -278,15 +293,21 @@ def part_cells(work, minutes, sim_kw, threads):
                     for c in pr}
             sp = semantic_from_instances(keep["nucleus"], keep["cell"])
             conf += np.bincount(st.ravel() * 3 + sp.ravel(), minlength=9).reshape(3, 3)
+            if "semantic" in stacks:
+                conf_head += np.bincount(st.ravel() * 3 + stacks["semantic"][z].ravel(),
+                                         minlength=9).reshape(3, 3)
     segm_map, per_class = _coco_segm_map(truth_sl, pred_sl)
-    iou = {n: conf[i, i] / max(conf[i].sum() + conf[:, i].sum() - conf[i, i], 1)
-           for i, n in enumerate(["background", "cytoplasm", "nucleus"])}
-    acc = np.trace(conf) / conf.sum()
+    iou, acc = _semantic_scores(conf)
     log(f"cells: held-out (seed 23) COCO segm mAP {segm_map:.3f} (nucleus {per_class['nucleus']:.3f}, "
-        f"cell {per_class['cell']:.3f}); semantic IoU " +
+        f"cell {per_class['cell']:.3f}); semantic map derived from the instances: IoU " +
         ", ".join(f"{k} {v:.3f}" for k, v in iou.items()) + f"; global accuracy {acc:.3f}")
     res = {"segm_mAP": segm_map, "segm_mAP_per_class": per_class,
-           "semantic_iou": {k: float(v) for k, v in iou.items()}, "semantic_accuracy": float(acc)}
+           "semantic_iou": iou, "semantic_accuracy": acc}
+    if conf_head.any():
+        iou, acc = _semantic_scores(conf_head)
+        log("cells: semantic map of the semantic head: IoU " +
+            ", ".join(f"{k} {v:.3f}" for k, v in iou.items()) + f"; global accuracy {acc:.3f}")
+        res.update(semantic_head_iou=iou, semantic_head_accuracy=acc)
     res["nuclei3d"] = part_nuclei3d(seg)
     return res
 
@@ -350,7 +371,9 @@ def main(argv=None):
     for part in args.parts:
         fn = {"spots": lambda: part_spots(work, minutes["spots"], sim_kw, args.threads),
               "smfish": lambda: part_smfish(work, minutes["smfish"], args.threads),
-              "cells": lambda: part_cells(work, minutes["cells"], sim_kw, args.threads)}[part]
+              "cells": lambda: part_cells(work, minutes["cells"], sim_kw, args.threads),
+              "cells_semantic": lambda: part_cells(work, minutes["cells_semantic"], sim_kw,
+                                                   args.threads, semantic_head=True)}[part]
         results[part] = fn()
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=1, default=float))

@@ -8,9 +8,10 @@
 # Input: 3 channels (nucleus, cytoplasm, rna stains), float32 normalised so that the
 # 1st/99.8th percentiles of the movie map to 0/1 -> mean 0, std 1 below (no ImageNet stats).
 # The semantic map background/cytoplasm/nucleus is derived from the instance masks at
-# inference (cell minus nucleus = cytoplasm).
+# inference (cell minus nucleus = cytoplasm); maskrcnn_cells_semantic.py adds a semantic head
+# instead (docs/segment.md compares the two).
 
-custom_imports = dict(imports=['cellspot.segment_models'], allow_failed_imports=False)
+_base_ = ['_base_/maskrcnn_runtime.py']
 
 classes = ('nucleus', 'cell')
 in_channels = 3
@@ -84,7 +85,6 @@ model = dict(
                   mask_thr_binary=0.5)))
 
 # ----------------------------------------------------------------- data
-dataset_type = 'CocoDataset'
 data_root = 'coco/cells/'  # set by cellspot (the segment_coco output)
 metainfo = dict(classes=classes)
 
@@ -98,6 +98,9 @@ train_pipeline = [
     dict(type='RandomIntensity', gain=(0.7, 1.4), offset=(-0.1, 0.1), gamma=(0.8, 1.25),
          prob=0.8),
     dict(type='RandomGaussianNoise', sigma=(0.0, 0.05), prob=0.5),
+    # background 0 / cytoplasm 1 / nucleus 2 from the (augmented) instance masks: the training
+    # target of the semantic head of maskrcnn_cells_semantic.py; plain Mask R-CNN ignores it.
+    dict(type='SemanticFromInstances', classes=classes, values=dict(cell=1, nucleus=2)),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
@@ -107,58 +110,10 @@ test_pipeline = [
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    batch_sampler=None,
-    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
-                 ann_file='train.json', data_prefix=dict(img=''),
-                 filter_cfg=dict(filter_empty_gt=False, min_size=0),
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
-                 ann_file='val.json', data_prefix=dict(img=''), test_mode=True,
-                 pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo,
+                                     pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo,
+                                   pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'val.json',
-                     metric=['bbox', 'segm'], format_only=False)
+val_evaluator = dict(ann_file=data_root + 'val.json')
 test_evaluator = val_evaluator
-
-# ----------------------------------------------------------------- schedule
-max_iters = 20000
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=2000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-# AdamW trains a from-scratch Mask R-CNN with small batches more robustly than SGD; cellspot
-# switches the wrapper to AmpOptimWrapper (mixed precision) on a GPU.
-optim_wrapper = dict(type='OptimWrapper',
-                     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=0.05),
-                     clip_grad=dict(max_norm=10.0, norm_type=2))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=200),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
-         milestones=[int(max_iters * 0.75), int(max_iters * 0.9)], gamma=0.1),
-]
-
-# ----------------------------------------------------------------- runtime
-default_scope = 'mmdet'
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    # log_metric_by_epoch=False: validation metrics are logged at their iteration.
-    logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000, max_keep_ckpts=2,
-                    save_last=True),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='DetVisualizationHook'))
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='nccl'))
-vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
-visualizer = dict(type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
-log_processor = dict(type='LogProcessor', window_size=20, by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0)

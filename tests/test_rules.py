@@ -140,3 +140,20 @@ def test_rule_declares_resources_log_and_benchmark(name, block):
     assert ("gpu=" in block) == name.startswith(("segment_train", "segment_infer")), name
     # Memory grows with the attempt (OOM retries).
     assert "attempt" in block or "scaled_mem(" in block, f"rule {name}: mem_mb ignores attempt"
+
+
+def test_model_configs_and_their_bases_are_training_inputs(tmp_path):
+    """Editing a `_base_` config must re-run training: its files are all inputs."""
+    from cellspot.provenance import config_files
+
+    cfg = REPO / "config"
+    assert config_files(cfg / "maskrcnn_cells_semantic.py") == [
+        cfg / "maskrcnn_cells_semantic.py", cfg / "maskrcnn_cells.py",
+        cfg / "_base_" / "maskrcnn_runtime.py"]
+    assert config_files(cfg / "maskrcnn_spots.py")[1:] == [cfg / "_base_" / "maskrcnn_runtime.py"]
+    (tmp_path / "a.py").write_text("_base_ = 'b.py'\nx = 1\n")
+    (tmp_path / "b.py").write_text("_base_ = ['a.py']\n")  # a cycle ends, a missing file stays
+    (tmp_path / "c.py").write_text("_base_ = ['nothere.py']\n")
+    assert config_files(tmp_path / "a.py") == [tmp_path / "a.py", tmp_path / "b.py"]
+    assert config_files(tmp_path / "c.py") == [tmp_path / "c.py", tmp_path / "nothere.py"]
+    assert "config_files(" in (REPO / "workflow" / "rules" / "segment.smk").read_text()

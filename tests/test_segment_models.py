@@ -102,6 +102,29 @@ def test_random_transpose_keeps_masks_and_boxes_together():
                                                  ys.max() + 1.0]]
 
 
+def test_semantic_map_painted_from_augmented_instances():
+    from mmdet.structures.mask import BitmapMasks
+
+    from cellspot.segment_models import SemanticFromInstances
+
+    m = np.zeros((3, 20, 30), np.uint8)
+    m[0, 2:12, 2:14] = 1   # cell
+    m[1, 4:8, 4:8] = 1     # its nucleus
+    m[2, 14:18, 20:28] = 1  # a nucleus alone
+    res = {"img": np.zeros((20, 30, 3), np.float32), "gt_masks": BitmapMasks(m, 20, 30),
+           "gt_bboxes_labels": np.array([1, 0, 0])}
+    t = SemanticFromInstances(classes=("nucleus", "cell"), values={"cell": 1, "nucleus": 2})
+    sem = t(res)["gt_seg_map"]
+    assert sem.dtype == np.uint8 and sem.shape == (20, 30)
+    assert (sem == 2).sum() == 16 + 32 and (sem == 1).sum() == 120 - 16
+    assert sem[5, 5] == 2 and sem[3, 3] == 1 and sem[0, 0] == 0 and sem[15, 25] == 2
+    res = {"img": np.zeros((20, 30, 3), np.float32), "gt_masks": BitmapMasks(m[:0], 20, 30),
+           "gt_bboxes_labels": np.zeros(0, int)}
+    assert not t(res)["gt_seg_map"].any()
+    with pytest.raises(SegmentError, match="unknown classes"):
+        SemanticFromInstances(classes=("nucleus", "cell"), values={"cytoplasm": 1})
+
+
 # --------------------------------------------------------------------------- pure inference parts
 
 
@@ -168,6 +191,38 @@ def _tiny_cell_coco(path, size=64):
     img = np.stack([50.0 * (nuc > 0), 30.0 * (cell > 0), np.zeros(nuc.shape)], 1)
     img = img + rng.normal(10, 1, img.shape)
     return coco.coco_from_volumes(img, {"nucleus": nuc, "cell": cell}, path, val_fraction=0.0)
+
+
+def test_random_crops_never_yield_empty_boxes(tmp_path):
+    """Crops cut through spots; an object whose box reaches the crop but whose mask does not
+    must be dropped, or its empty box makes the box regression loss NaN."""
+    from mmengine.dataset import Compose
+    from mmdet.utils import register_all_modules
+
+    from cellspot.segment_train import build_train_config
+
+    _tiny_spot_coco(tmp_path / "coco", n_images=2, size=64)
+    cfg = build_train_config("spots", tmp_path / "coco", tmp_path / "w", max_iters=1,
+                             crop_size=24, val_interval=0)
+    register_all_modules()
+    ds = cfg.train_dataloader.dataset
+    pipe = Compose(ds.pipeline)
+    doc = json.loads((tmp_path / "coco" / "train.json").read_text())
+    np.random.seed(0)
+    n_boxes = 0
+    for img in doc["images"] * 150:
+        anns = [a for a in doc["annotations"] if a["image_id"] == img["id"]]
+        res = pipe({"img_path": str(tmp_path / "coco" / img["file_name"]), "img_id": img["id"],
+                    "height": img["height"], "width": img["width"],
+                    "instances": [{"bbox": [a["bbox"][0], a["bbox"][1],
+                                            a["bbox"][0] + a["bbox"][2],
+                                            a["bbox"][1] + a["bbox"][3]],
+                                   "bbox_label": 0, "ignore_flag": 0,
+                                   "mask": a["segmentation"]} for a in anns]})
+        b = res["data_samples"].gt_instances.bboxes.tensor
+        n_boxes += len(b)
+        assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all()
+    assert n_boxes > 0
 
 
 TINY = dict(max_iters=2, batch_size=2, checkpoint_interval=1, log_interval=1, val_interval=0,
@@ -272,6 +327,7 @@ def test_segment_block_store_cells(cell_model, tmp_path):
     assert list(s.table.columns) == ["t", "z", "class", "instance", "score", "y0", "x0", "y1",
                                      "x1", "area", "y", "x"]
     assert set(s.table["t"]) <= {1, 2}
+    assert s.attrs["semantic_source"] == "instances"
     sem, nuc, cell = (np.asarray(s.arrays[k]) for k in ("semantic", "nucleus", "cell"))
     assert ((sem == 2) == (nuc > 0)).all() and ((sem == 1) == ((cell > 0) & (nuc == 0))).all()
     for row in s.table.itertuples():  # table rows agree with the label arrays
@@ -281,6 +337,32 @@ def test_segment_block_store_cells(cell_model, tmp_path):
         segment_block(movie, tmp_path / "x.zarr", seg, "cells", ["dapi", "cytoplasm", "rna"],
                       0, 1)
     assert not (tmp_path / "x.zarr").exists()
+
+
+@pytest.mark.slow
+def test_semantic_head_variant_trains_and_writes_its_map(tmp_path):
+    """config/maskrcnn_cells_semantic.py: Mask R-CNN plus the Panoptic FPN semantic head."""
+    _tiny_cell_coco(tmp_path / "coco")
+    out = train_model("cells", tmp_path / "coco", tmp_path / "model",
+                      config_path=default_config_path("cells").with_name(
+                          "maskrcnn_cells_semantic.py"),
+                      **{**TINY, "overrides": narrow_overrides(16, 32)})
+    rows = _train_scalars(tmp_path / "model" / "work")
+    assert rows and all(np.isfinite(r["loss_seg"]) for r in rows)
+    seg = Segmenter(out["config"], out["checkpoint"], device="cpu", score_threshold=0.0,
+                    max_detections=20, tile_size=64, tile_overlap=16)
+    imgs = np.random.default_rng(0).normal(0, 0.1, (2, 80, 100, 3)).astype(np.float32)
+    stacks, _ = seg.segment_slices(imgs)  # 2 x 2 tiles: the map is stitched from tile cores
+    assert stacks["semantic"].shape == (2, 80, 100) and stacks["semantic"].dtype == np.uint8
+    assert set(np.unique(stacks["semantic"])) <= {0, 1, 2}
+    meta = ImageMeta(("nucleus", "cytoplasm", "rna"), name="b")
+    vol = np.random.default_rng(1).normal(0, 0.1, (1, 3, 2, 64, 64)).astype(np.float32)
+    create_image(tmp_path / "pre.ome.zarr", vol.shape, "float32", meta)[...] = vol
+    s = read_segmentation(segment_block(tmp_path / "pre.ome.zarr", tmp_path / "s.zarr", seg,
+                                        "cells", ["nucleus", "cytoplasm", "rna"], 0, 1))
+    assert s.attrs["semantic_source"] == "head"
+    head = seg.segment_slices(vol[0].transpose(1, 2, 3, 0))[0]["semantic"]  # (Z, Y, X, C) in
+    assert np.array_equal(np.asarray(s.arrays["semantic"][0]), head)
 
 
 @pytest.mark.slow

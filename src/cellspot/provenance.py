@@ -25,6 +25,34 @@ def code_fingerprint(*modules: str) -> str:
     return h.hexdigest()[:16]
 
 
+def config_files(path: str | Path) -> list[Path]:
+    """A Python (MMEngine) config file and the ``_base_`` files it inherits, recursively.
+
+    The workflow makes all of them inputs of training, so that editing a base config re-runs
+    it. Read with :mod:`ast` (no mmengine import); a missing file is returned as is, for the
+    caller to report.
+    """
+    import ast
+
+    out: list[Path] = []
+    todo = [Path(path)]
+    while todo:  # depth-first, each file once (a cycle ends)
+        path = todo.pop(0)
+        if path in out:
+            continue
+        out.append(path)
+        if not path.is_file():
+            continue
+        bases = []
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "_base_"):
+                b = ast.literal_eval(node.value)
+                bases += [b] if isinstance(b, str) else list(b)
+        todo[:0] = [path.parent / b for b in bases]
+    return out
+
+
 def workflow_version() -> str:
     """The package version, plus the git commit when run from a checkout."""
     root = Path(__file__).resolve().parents[2]

@@ -212,12 +212,19 @@ class Segmenter:
             for r in res:
                 p = r.pred_instances
                 keep = p.scores >= self.score_threshold
+                sem = r.get("pred_sem_seg")  # models with a semantic head
                 out.append((p.labels[keep].cpu().numpy(), p.scores[keep].cpu().numpy(),
-                            p.bboxes[keep].cpu().numpy(), p.masks[keep].cpu().numpy()))
+                            p.bboxes[keep].cpu().numpy(), p.masks[keep].cpu().numpy(),
+                            None if sem is None else sem.sem_seg[0].cpu().numpy()))
         return out
 
     def predict_instances(self, images: np.ndarray) -> list[list[Instance]]:
         """Instances of each ``(H, W, C)`` slice of ``images`` (N, H, W, C), tiling big ones."""
+        return self._predict(images)[0]
+
+    def _predict(self, images: np.ndarray) -> tuple[list[list[Instance]], np.ndarray | None]:
+        """Instances per slice and, from a model with a semantic head, the (N, H, W) uint8
+        semantic maps (each pixel from the tile whose core holds it), else ``None``."""
         images = np.asarray(images, np.float32)
         if images.ndim == 3:
             images = images[..., None]
@@ -236,9 +243,14 @@ class Segmenter:
                     tiles.append(images[s, y0:y0 + t, x0:x0 + t])
                     where.append((s, y0, x0, ycore[iy], xcore[ix]))
         results: list[list[Instance]] = [[] for _ in range(n)]
+        semantic = None
         single = len(ys) == len(xs) == 1
-        for (s, ty, tx, (cy0, cy1), (cx0, cx1)), (labels, scores, boxes, masks) in zip(
+        for (s, ty, tx, (cy0, cy1), (cx0, cx1)), (labels, scores, boxes, masks, sem) in zip(
                 where, self._forward(tiles)):
+            if sem is not None:
+                if semantic is None:
+                    semantic = np.zeros((n, h, w), np.uint8)
+                semantic[s, cy0:cy1, cx0:cx1] = sem[cy0 - ty:cy1 - ty, cx0 - tx:cx1 - tx]
             for lab, sc, box, m in zip(labels, scores, boxes, masks):
                 by0, bx0 = int(np.floor(max(box[1], 0))), int(np.floor(max(box[0], 0)))
                 by1 = int(np.ceil(min(box[3], m.shape[0])))
@@ -255,14 +267,15 @@ class Segmenter:
                         continue
                 results[s].append(Instance(int(lab), float(sc), ty + by0, tx + bx0,
                                            np.ascontiguousarray(m[by0:by1, bx0:bx1])))
-        return results
+        return results, semantic
 
     def segment_slices(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], list[pd.DataFrame]]:
         """Label stacks per class and one instance table per slice.
 
         Returns
         -------
-        labels : dict class name -> (N, H, W) int32
+        labels : dict class name -> (N, H, W) int32, plus ``"semantic"`` -> (N, H, W) uint8
+            from a model with a semantic head
         tables : list of DataFrames (columns ``class`` plus those of :func:`instance_table`)
         """
         images = np.asarray(images, np.float32)
@@ -271,7 +284,10 @@ class Segmenter:
         n, h, w = images.shape[:3]
         stacks = {c: np.zeros((n, h, w), np.int32) for c in self.classes}
         tables = []
-        for s, insts in enumerate(self.predict_instances(images)):
+        instances, semantic = self._predict(images)
+        if semantic is not None:
+            stacks["semantic"] = semantic
+        for s, insts in enumerate(instances):
             weight = (images[s].mean(-1) if self.weight_channel is None
                       else images[s][..., self.weight_channel])
             rows = []
@@ -387,17 +403,19 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
         if model == "cells":
             sem = _create(group, "semantic", (nt, Z, Y, X), "uint8")
             names.append("semantic")
-        tables = []
+        tables, semantic_source = [], None
         for t in range(t_start, t_stop):
             for z0 in range(0, Z, z_batch):
                 z1 = min(Z, z0 + z_batch)
                 vol = np.stack([np.asarray(arr[t, c, z0:z1]) for c in cidx], -1)
                 stacks, tabs = segmenter.segment_slices(vol.astype(np.float32))
-                for c, st in stacks.items():
-                    outs[c][t - t_start, z0:z1] = st
-                if sem is not None:
-                    sem[t - t_start, z0:z1] = semantic_from_instances(
-                        stacks["nucleus"], stacks["cell"])
+                for c in segmenter.classes:
+                    outs[c][t - t_start, z0:z1] = stacks[c]
+                if sem is not None:  # the model's semantic head, or derived from instances
+                    semantic_source = "head" if "semantic" in stacks else "instances"
+                    sem[t - t_start, z0:z1] = (
+                        stacks["semantic"] if "semantic" in stacks else
+                        semantic_from_instances(stacks["nucleus"], stacks["cell"]))
                 for k, tab in enumerate(tabs):
                     tab.insert(0, "z", z0 + k)
                     tab.insert(0, "t", t)
@@ -415,7 +433,8 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
                             "arrays": names, "t_start": int(t_start), "t_stop": int(t_stop),
                             "channels": [str(c) for c in channels],
                             "checkpoint": segmenter.checkpoint,
-                            "score_threshold": segmenter.score_threshold})
+                            "score_threshold": segmenter.score_threshold,
+                            "semantic_source": semantic_source})
     return out_path
 
 

@@ -108,8 +108,13 @@ def build_train_config(model: str, coco_dir: str | os.PathLike, work_dir: str | 
     if crop_size:
         pipe = list(cfg.train_dataloader.dataset.pipeline)
         at = next(i for i, t in enumerate(pipe) if t["type"] == "LoadAnnotations") + 1
-        pipe.insert(at, dict(type="RandomCrop", crop_size=(int(crop_size), int(crop_size)),
-                             allow_negative_crop=True, recompute_bbox=True))
+        pipe[at:at] = [
+            dict(type="RandomCrop", crop_size=(int(crop_size), int(crop_size)),
+                 allow_negative_crop=True, recompute_bbox=True),
+            # RandomCrop keeps an object whose box reaches into the crop even when its mask
+            # does not; the recomputed box is then empty and its regression loss NaN.
+            dict(type="FilterAnnotations", min_gt_bbox_wh=(0.5, 0.5), min_gt_mask_area=1,
+                 by_box=True, by_mask=True, keep_empty=False)]
         cfg.train_dataloader.dataset.pipeline = pipe
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda and amp:  # mixed precision on the GPU; CPU autocast gains nothing for Mask R-CNN

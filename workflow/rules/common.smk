@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from cellspot.batches import discover_batches  # noqa: E402
 from cellspot.errors import CellspotError  # noqa: E402
 from cellspot.omezarr import open_array  # noqa: E402
-from cellspot.provenance import code_fingerprint, workflow_version  # noqa: E402
+from cellspot.provenance import code_fingerprint, config_files, workflow_version  # noqa: E402
 from cellspot.smk import scaled_mem  # noqa: E402
 from cellspot.tiffio import count_timepoints  # noqa: E402
 
