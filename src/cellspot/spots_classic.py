@@ -180,9 +180,8 @@ def remove_spots(image: np.ndarray, sigma: float, threshold_scale: float = 0.5,
 
 def render_spot_image(background: np.ndarray, n_spots: int, sigma: float,
                       amplitudes: np.ndarray, gain: float | None = None,
-                      min_separation: float = 0.0, amplitude_scale=(0.5, 1.0), seed: int = 0,
-                      near: np.ndarray | None = None, near_fraction: float = 0.5,
-                      near_spread: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+                      min_separation: float = 0.0, amplitude_scale=(0.5, 1.0), seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Place ``n_spots`` Gaussian spots (PSF ``sigma``) at random sub-pixel positions.
 
     Parameters
@@ -199,11 +198,6 @@ def render_spot_image(background: np.ndarray, n_spots: int, sigma: float,
     amplitude_scale : (float, float)
         Each drawn amplitude is multiplied by a factor from this range: the PSF fits come
         from the brightest isolated spots, and the model must also learn the faint ones.
-    near : (m, 2) array, optional
-        Positions (e.g. the spots detected in the real image) that a fraction
-        ``near_fraction`` of the new spots is placed around (Gaussian offsets of
-        ``near_spread`` px): real RNA clusters in cells, so crowded spots and close pairs must
-        be in the training images too; the rest are uniform.
 
     Returns
     -------
@@ -215,15 +209,9 @@ def render_spot_image(background: np.ndarray, n_spots: int, sigma: float,
     h, w = bg.shape
     pts: list[tuple[float, float]] = []
     tries = 0
-    near = None if near is None or len(near) == 0 else np.asarray(near, float).reshape(-1, 2)
     while len(pts) < n_spots and tries < 50 * max(n_spots, 1):
         tries += 1
-        if near is not None and rng.random() < near_fraction:
-            p = tuple(near[rng.integers(len(near))] + rng.normal(0, near_spread, 2))
-            if not (0 <= p[0] <= h - 1 and 0 <= p[1] <= w - 1):
-                continue
-        else:
-            p = (rng.uniform(0, h - 1), rng.uniform(0, w - 1))
+        p = (rng.uniform(0, h - 1), rng.uniform(0, w - 1))
         if min_separation > 0 and pts and np.min(np.hypot(*(np.array(pts) - p).T)) < min_separation:
             continue
         pts.append(p)
@@ -249,9 +237,8 @@ def synthetic_spot_slices(images, n_per_image: int | None = None, sigma: float |
     """Annotation-free training images for the spot model from a user's raw 2D images.
 
     For each image: measure the PSF (unless ``sigma`` is given), remove its spots, and render
-    ``n_copies`` new images with spots at known positions: as many as detected in the image by
-    default, so the density matches, half of them around the detected spots so that the
-    clustering matches too, and as close as one PSF sigma so that close pairs are learnt.
+    ``n_copies`` new images with spots at known positions (as many as detected in the image by
+    default, so the density matches).
 
     Yields
     ------
@@ -262,10 +249,8 @@ def synthetic_spot_slices(images, n_per_image: int | None = None, sigma: float |
     sigma = sigma or s_est
     for k, img in enumerate(images):
         bg = remove_spots(img, sigma, seed=seed + k)
-        det = detect_spots_log(img, sigma)[["y", "x"]].to_numpy()
-        n = n_per_image or max(1, len(det))
+        n = n_per_image or max(1, len(detect_spots_log(img, sigma)))
         for c in range(n_copies):
             out, pos = render_spot_image(bg, n, sigma, fits["amp"].to_numpy(),
-                                         min_separation=sigma, seed=seed + 1000 * k + c,
-                                         near=det, near_spread=4 * sigma)
+                                         min_separation=2 * sigma, seed=seed + 1000 * k + c)
             yield out, pos, sigma
