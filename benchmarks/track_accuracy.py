@@ -3,14 +3,19 @@
 Both trackers link the same detections of simulated movies with divisions (cellspot.simulate):
 
 * ``gt``: ground-truth detections (linking only; the masks are the true masks);
-* ``pipeline``: the 3D labels the merge stage builds from per-slice 2D instances with
+* ``perturbed``: the 3D labels the merge stage builds from per-slice 2D instances with
   segmentation-like errors (``merge.slice_labels`` with drops, splits and merges, then
-  ``merge.stitch_slices``), the stand-in for the pipeline's own detections until a trained
-  model runs here.
+  ``merge.stitch_slices``): controlled error rates;
+* ``maskrcnn`` (with ``--cells-model DIR``, a trained cells model's ``config.py`` and
+  ``checkpoint.pth``): the pipeline's own detections. The cells model runs on every z-slice
+  (``segment_infer.Segmenter``; the image is aligned with the known drift, as preprocessing
+  would) and the merge stage stitches its 2D cell instances into 3D cells
+  (``merge.merge_timepoint``). Train a model with ``benchmarks/segment_accuracy.py --parts
+  cells`` (it trains on the same simulator).
 
 Scores come from py-ctcmetrics on CTC folders written by ``cellspot.ctc``. Usage::
 
-    python benchmarks/track_accuracy.py [--seeds 3] [--frames 12]
+    python benchmarks/track_accuracy.py [--seeds 3] [--frames 12] [--cells-model DIR]
 """
 
 from __future__ import annotations
@@ -44,6 +49,29 @@ def pipeline_labels(cells: np.ndarray, voxel_size, seed: int) -> np.ndarray:
     return out
 
 
+def maskrcnn_labels(movie, model_dir: Path, threads: int = 2) -> np.ndarray:
+    """3D cells of every timepoint from the Mask R-CNN cells model and the merge stage."""
+    import torch
+    from scipy import ndimage as ndi
+
+    from cellspot.coco import normalize_volume
+    from cellspot.merge import merge_timepoint
+    from cellspot.segment_infer import Segmenter
+
+    torch.set_num_threads(threads)
+    seg = Segmenter(model_dir / "config.py", model_dir / "checkpoint.pth", score_threshold=0.5)
+    channels = ["nucleus", "cytoplasm", "rna"]
+    img = np.asarray(movie.image, np.float32)[:, [movie.meta.channel_index(c) for c in channels]]
+    img = np.stack([normalize_volume(img[:, c]) for c in range(img.shape[1])], 1)
+    out = np.zeros(movie.cells.shape, np.uint32)
+    for t, d in enumerate(movie.drift[["dz", "dy", "dx"]].to_numpy(float)):
+        vol = np.stack([ndi.shift(img[t, c], -d, order=1) for c in range(len(channels))], -1)
+        stacks, _ = seg.segment_slices(vol)
+        out[t] = merge_timepoint(stacks["cell"], stacks["nucleus"], None, None,
+                                 movie.meta).cells
+    return out
+
+
 def objects(labels: np.ndarray, voxel_size) -> pd.DataFrame:
     frames = []
     for t in range(labels.shape[0]):
@@ -67,6 +95,9 @@ def main():
     ap.add_argument("--speeds", type=float, nargs="+", default=[0.4, 1.2])
     ap.add_argument("--laptrack-distance", type=float, default=5.0,
                     help="laptrack link, gap and division cutoff (µm)")
+    ap.add_argument("--cells-model", type=Path, default=None,
+                    help="folder with a trained cells model (config.py, checkpoint.pth): adds "
+                         "the pipeline's own detections")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
 
@@ -82,9 +113,11 @@ def main():
                 tmp = Path(d)
                 ctc.write_ctc_ground_truth(tmp / "gt", m.cells, m.lineage)
                 t0 = time.perf_counter()
-                pipe = pipeline_labels(m.cells, vs, seed)
+                sets = [("gt", m.cells), ("perturbed", pipeline_labels(m.cells, vs, seed))]
+                if args.cells_model:
+                    sets.append(("maskrcnn", maskrcnn_labels(m, args.cells_model)))
                 t_seg = time.perf_counter() - t0
-                for det, labels in (("gt", m.cells), ("pipeline", pipe)):
+                for det, labels in sets:
                     objs = track.objects_from_labels(labels, vs) if det == "gt" else \
                         objects(labels, vs)
                     for method in ("btrack", "laptrack"):
@@ -101,7 +134,7 @@ def main():
                                      "method": method, "objects": len(objs),
                                      "true_divisions": n_div, **r, "time_s": dt})
             print(f"speed {speed} seed {seed}: {len(m.lineage)} cells, {n_div} divisions, "
-                  f"merge stand-in {t_seg:.1f} s", flush=True)
+                  f"detections {t_seg:.1f} s", flush=True)
 
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
