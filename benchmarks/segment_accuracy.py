@@ -153,7 +153,8 @@ def part_spots(work, minutes, sim_kw, threads):
 # --------------------------------------------------------------------------- smFISH (real)
 
 
-def part_smfish(work, minutes, threads):
+def part_smfish(work, minutes, threads, model_dir=None):
+    """``model_dir``: evaluate that trained model (config.py, checkpoint.pth), do not train."""
     from skimage.io import imread
 
     from cellspot.segment_infer import Segmenter
@@ -172,22 +173,28 @@ def part_smfish(work, minutes, threads):
     import tifffile
 
     tifffile.imwrite(f, img.astype(np.float32))
-    # No annotations used: PSF measured on the image, spots rendered into its background.
-    coco.build_training_coco("spots", {"source": "psf_synthetic", "images": [str(f)],
-                                       "n_copies": 24, "val_fraction": 0.0, "seed": 5},
-                             work / "coco", ["rna"])
-    paths = train_budgeted("spots", work / "coco", work, minutes, threads=threads,
-                           batch_size=4, lr=4e-4, crop_size=128)
+    if model_dir:
+        paths = {"config": Path(model_dir) / "config.py",
+                 "checkpoint": Path(model_dir) / "checkpoint.pth"}
+    else:
+        # No annotations used: PSF measured on the image, spots rendered into its background.
+        coco.build_training_coco("spots", {"source": "psf_synthetic", "images": [str(f)],
+                                           "n_copies": 24, "val_fraction": 0.0, "seed": 5},
+                                 work / "coco", ["rna"])
+        paths = train_budgeted("spots", work / "coco", work, minutes, threads=threads,
+                               batch_size=4, lr=4e-4, crop_size=128)
     sigma, _ = spots_classic.estimate_psf_sigma([img])
-    seg = Segmenter(paths["config"], paths["checkpoint"], score_threshold=0.05, batch_size=1,
-                    tile_size=512, tile_overlap=32)
     x = coco.normalize_volume(img)[None, ..., None].astype(np.float32)
-    _, tables = seg.segment_slices(x)
-    tab = tables[0]
     # threshold chosen on the synthetic (rendered) training images' statistics is not
-    # available here; report the default 0.5 and the curve.
-    curve = {th: spot_f1(truth, tab[tab["score"] >= th][["y", "x"]].to_numpy(), 3.0)
-             for th in (0.1, 0.3, 0.5, 0.7, 0.9)}
+    # available here; report the default 0.5 and the curve, without and with TTA.
+    curves = {}
+    for tta in (False, True):
+        seg = Segmenter(paths["config"], paths["checkpoint"], score_threshold=0.05,
+                        batch_size=1, tile_size=512, tile_overlap=32, tta=tta)
+        tab = seg.segment_slices(x)[1][0]
+        curves[tta] = {th: spot_f1(truth, tab[tab["score"] >= th][["y", "x"]].to_numpy(), 3.0)
+                       for th in (0.1, 0.3, 0.5, 0.7, 0.9)}
+    curve = curves[False]
     det = spots_classic.detect_spots_log(img, sigma)
     log_otsu = spot_f1(truth, det[["y", "x"]].to_numpy(), 3.0)
     # LoG at the best threshold chosen with the answers (an upper bound for that detector)
@@ -198,8 +205,13 @@ def part_smfish(work, minutes, threads):
     log(f"smfish: PSF sigma {sigma:.2f} px; Mask R-CNN F1 by score threshold: "
         + ", ".join(f"{k}: {v.f1:.3f}" for k, v in curve.items()))
     print_row("real smFISH (700 crop), F1 @3 px, no annotations", curve[0.5], log_otsu)
+    log("smfish: with test-time augmentation (8 rotations/reflections fused), F1 by score "
+        "threshold: " + ", ".join(f"{k}: {v.f1:.3f}" for k, v in curves[True].items()))
+    print_row("real smFISH, Mask R-CNN with TTA", curves[True][0.5], log_otsu)
     log(f"smfish: LoG at the best threshold (chosen with the answers): F1 {best_log.f1:.3f}")
     return {"sigma": sigma, "maskrcnn_at_0.5": curve[0.5].as_dict(),
+            "maskrcnn_tta_at_0.5": curves[True][0.5].as_dict(),
+            "maskrcnn_tta_curve": {k: v.f1 for k, v in curves[True].items()},
             "maskrcnn_curve": {k: v.f1 for k, v in curve.items()},
             "log_otsu": log_otsu.as_dict(), "log_best_threshold": best_log.as_dict()}
 
@@ -380,6 +392,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=128, help="simulated field (px)")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
+    ap.add_argument("--spots-model", default=None,
+                    help="part smfish: folder of a trained spot model to evaluate without "
+                         "training")
     ap.add_argument("--cells-model", default=None,
                     help="part nuclei3d: folder of a trained cells model (config.py, "
                          "checkpoint.pth) to evaluate without training")
@@ -396,7 +411,8 @@ def main(argv=None):
     results = {}
     for part in args.parts:
         fn = {"spots": lambda: part_spots(work, minutes["spots"], sim_kw, args.threads),
-              "smfish": lambda: part_smfish(work, minutes["smfish"], args.threads),
+              "smfish": lambda: part_smfish(work, minutes["smfish"], args.threads,
+                                            args.spots_model),
               "cells": lambda: part_cells(work, minutes["cells"], sim_kw, args.threads),
               "cells_semantic": lambda: part_cells(work, minutes["cells_semantic"], sim_kw,
                                                    args.threads, semantic_head=True),

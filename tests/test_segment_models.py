@@ -128,6 +128,48 @@ def test_semantic_map_painted_from_augmented_instances():
 # --------------------------------------------------------------------------- pure inference parts
 
 
+def test_instances_map_back_from_every_rotation_and_reflection():
+    from cellspot.segment_infer import _unmap_instance, dihedral
+
+    h, w = 9, 13
+    mask = np.zeros((h, w), bool)
+    mask[2:5, 3:9] = True
+    mask[4, 8:11] = True  # asymmetric, so a wrong mapping shows
+    yy, xx = np.mgrid[:h, :w]
+    for k in range(8):
+        t = dihedral(mask, k)
+        r, c = np.nonzero(t)
+        inst = Instance(0, 0.9, r.min(), c.min(), t[r.min():r.max() + 1, c.min():c.max() + 1])
+        back = _unmap_instance(inst, dihedral(yy, k), dihedral(xx, k))
+        lab, _ = paint_instances([back], (h, w))
+        assert np.array_equal(lab > 0, mask), k
+    assert [dihedral(mask, k).shape for k in range(8)].count((w, h)) == 4
+
+
+def test_fused_instances_vote_on_masks_and_average_scores():
+    from cellspot.segment_infer import fuse_instances
+
+    def disc(cy, cx, r, score, label=0):
+        yy, xx = np.mgrid[:20, :20]
+        m = np.hypot(yy - cy, xx - cx) <= r
+        rows, cols = np.nonzero(m)
+        return Instance(label, score, rows.min(), cols.min(),
+                        m[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
+
+    runs = [[disc(10, 10, 3, 0.9), disc(3, 3, 2, 0.8)]]          # a spurious one in run 0
+    runs += [[disc(10, 10 + (k % 2), 3, 0.7)] for k in range(7)]  # jittered by up to 1 px
+    runs[1].append(disc(10, 10, 3, 0.6, label=1))                 # another class: not fused
+    fused = fuse_instances(runs)
+    assert len(fused) == 3
+    main = fused[0]
+    assert main.label == 0 and main.score == pytest.approx((0.9 + 7 * 0.7) / 8)
+    lab, _ = paint_instances([main], (20, 20))
+    ref, _ = paint_instances([disc(10, 10, 3, 1), disc(10, 11, 3, 1)], (20, 20))
+    assert (lab > 0).sum() >= 25 and ((lab > 0) <= (ref > 0)).all()  # within the union
+    assert sorted(round(f.score, 3) for f in fused[1:]) == [round(0.6 / 8, 3), 0.1]
+    assert fuse_instances([[], []]) == []
+
+
 def test_tiles_partition_the_image():
     for n, tile, ov in [(50, 64, 8), (200, 64, 16), (1000, 256, 32), (129, 64, 32)]:
         starts = tile_starts(n, tile, ov)
@@ -306,6 +348,24 @@ def test_inference_empty_no_objects_and_large_tiled(spot_model):
             assert (t["y"].between(0, imgs.shape[1] - 1)).all()
             assert (t["x"].between(0, imgs.shape[2] - 1)).all()
             assert t["score"].is_monotonic_decreasing
+
+
+@pytest.mark.slow
+def test_test_time_augmentation_is_equivariant(spot_model):
+    """Predictions fused over all 8 rotations/reflections do not depend on the orientation."""
+    _, _, out = spot_model
+    seg = Segmenter(out["config"], out["checkpoint"], device="cpu", score_threshold=0.1,
+                    tta=True, max_detections=40)
+    rng = np.random.default_rng(3)
+    img = rng.normal(0, 0.05, (1, 40, 56, 1)).astype(np.float32)
+    img[0, 10:13, 20:23] += 1.0
+    img[0, 30:33, 44:47] += 0.8
+    a, ta = seg.segment_slices(img)
+    b, tb = seg.segment_slices(np.ascontiguousarray(img.transpose(0, 2, 1, 3)))
+    assert np.array_equal(a["spot"] > 0, (b["spot"] > 0).transpose(0, 2, 1))
+    assert len(ta[0]) > 0 and (ta[0]["score"] >= 0.1).all()
+    np.testing.assert_allclose(np.sort(ta[0]["y"]), np.sort(tb[0]["x"]), atol=1e-6)
+    np.testing.assert_allclose(np.sort(ta[0]["score"]), np.sort(tb[0]["score"]), atol=1e-5)
 
 
 @pytest.mark.slow

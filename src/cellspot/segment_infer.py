@@ -12,7 +12,8 @@ Store layout (``results/{batch}/segment/{model}/t{start:04d}-{stop:04d}.zarr``, 
     semantic        (T_block, Z, Y, X) uint8   model "cells": 0 background, 1 cytoplasm, 2 nucleus
     spots           (T_block, Z, Y, X) int32   model "spots": per-slice instance ids
     instances.parquet                          one row per instance (see below)
-    .zattrs: model, classes, arrays, t_start, t_stop, channels, checkpoint, score_threshold
+    .zattrs: model, classes, arrays, t_start, t_stop, channels, checkpoint, score_threshold,
+             tta, semantic_source ("instances" or "head")
 
 Instance ids are unique within a slice (1 = highest score; 0 background); where masks overlap
 the higher score wins. ``instances.parquet`` columns: ``t`` (timepoint of the movie, not of the
@@ -147,6 +148,90 @@ def semantic_from_instances(nucleus: np.ndarray, cell: np.ndarray) -> np.ndarray
     return sem
 
 
+def dihedral(a: np.ndarray, k: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """The ``k``-th (0-7) of the 8 rotations/reflections of ``a`` in the plane ``axes``:
+    a transpose for ``k >= 4``, then ``k % 4`` quarter turns. ``k = 0`` is the identity."""
+    if k >= 4:
+        a = np.swapaxes(a, *axes)
+    return np.rot90(a, k % 4, axes)
+
+
+def _unmap_instance(inst: Instance, ys: np.ndarray, xs: np.ndarray) -> Instance:
+    """An instance found on a transformed slice, in the slice's own pixel grid.
+
+    ``ys``/``xs`` are the original row/column of every pixel of the transformed slice (the
+    transform applied to the index grids).
+    """
+    r, c = np.nonzero(inst.mask)
+    oy, ox = ys[inst.y0 + r, inst.x0 + c], xs[inst.y0 + r, inst.x0 + c]
+    y0, x0 = int(oy.min()), int(ox.min())
+    mask = np.zeros((int(oy.max()) - y0 + 1, int(ox.max()) - x0 + 1), bool)
+    mask[oy - y0, ox - x0] = True
+    return Instance(inst.label, inst.score, y0, x0, mask)
+
+
+def _mask_iou(a: Instance, b: Instance) -> float:
+    (ah, aw), (bh, bw) = a.mask.shape, b.mask.shape
+    y0, x0 = max(a.y0, b.y0), max(a.x0, b.x0)
+    y1, x1 = min(a.y0 + ah, b.y0 + bh), min(a.x0 + aw, b.x0 + bw)
+    if y1 <= y0 or x1 <= x0:
+        return 0.0
+    inter = np.count_nonzero(a.mask[y0 - a.y0:y1 - a.y0, x0 - a.x0:x1 - a.x0]
+                             & b.mask[y0 - b.y0:y1 - b.y0, x0 - b.x0:x1 - b.x0])
+    return inter / (np.count_nonzero(a.mask) + np.count_nonzero(b.mask) - inter)
+
+
+def fuse_instances(runs: Sequence[Sequence[Instance]], iou_threshold: float = 0.3
+                   ) -> list[Instance]:
+    """Fuse the instances of several predictions of one slice (test-time augmentation).
+
+    Greedy, best score first: an instance gathers at most one instance of the same class from
+    each other run whose mask overlaps it with IoU >= ``iou_threshold`` (0.3: two masks of a
+    3-px spot one pixel apart overlap by about that much; distinct cells much less). The fused
+    score is the sum of the gathered scores over the number of runs (a detection found in one
+    run of 8 keeps 1/8 of its score); the mask is the pixels in at least half of the gathered
+    masks.
+    """
+    from scipy.spatial import cKDTree
+
+    items = [(inst, r) for r, insts in enumerate(runs) for inst in insts]
+    if not items:
+        return []
+    order = sorted(range(len(items)), key=lambda i: -items[i][0].score)
+    rank = np.empty(len(items), int)
+    rank[order] = np.arange(len(items))
+    centres = np.array([(i.y0 + i.mask.shape[0] / 2, i.x0 + i.mask.shape[1] / 2)
+                        for i, _ in items])
+    reach = max(max(i.mask.shape) for i, _ in items)
+    tree = cKDTree(centres)
+    used = np.zeros(len(items), bool)
+    fused = []
+    for i in order:
+        if used[i]:
+            continue
+        inst, run = items[i]
+        members = {run: i}
+        for j in sorted(tree.query_ball_point(centres[i], reach), key=rank.__getitem__):
+            cand, r = items[j]
+            if (used[j] or r in members or cand.label != inst.label
+                    or _mask_iou(inst, cand) < iou_threshold):
+                continue
+            members[r] = j
+        used[list(members.values())] = True
+        group = [items[j][0] for j in members.values()]
+        y0, x0 = min(g.y0 for g in group), min(g.x0 for g in group)
+        y1 = max(g.y0 + g.mask.shape[0] for g in group)
+        x1 = max(g.x0 + g.mask.shape[1] for g in group)
+        votes = np.zeros((y1 - y0, x1 - x0), np.int32)
+        for g in group:
+            votes[g.y0 - y0:g.y0 - y0 + g.mask.shape[0], g.x0 - x0:g.x0 - x0 + g.mask.shape[1]] \
+                += g.mask
+        mask = votes * 2 >= len(group)
+        fused.append(Instance(inst.label, sum(g.score for g in group) / len(runs), y0, x0,
+                              mask))
+    return sorted(fused, key=lambda f: -f.score)
+
+
 # --------------------------------------------------------------------------- the model
 
 
@@ -172,11 +257,16 @@ class Segmenter:
         Channel of the input used to weight centroids (default: the mean of the channels).
     max_detections : int, optional
         Instances per slice (tile) at most; default the config's ``test_cfg.rcnn.max_per_img``.
+    tta : bool
+        Test-time augmentation: predict all 8 rotations/reflections of every slice and fuse
+        the instances (:func:`fuse_instances`; ``score_threshold`` then applies to the fused
+        score) and, from a semantic head, take the majority class. 8x the inference time.
     """
 
     def __init__(self, config, checkpoint, device: str | None = None, batch_size: int = 4,
                  tile_size: int = 1024, tile_overlap: int = 64, score_threshold: float = 0.5,
-                 weight_channel: int | None = None, max_detections: int | None = None):
+                 weight_channel: int | None = None, max_detections: int | None = None,
+                 tta: bool = False):
         import torch
         from mmengine.dataset import Compose
 
@@ -195,6 +285,9 @@ class Segmenter:
         if self.tile_overlap >= self.tile_size:
             raise ValueError("tile_overlap must be smaller than tile_size")
         self.score_threshold = float(score_threshold)
+        self.tta = bool(tta)
+        # With TTA each pass keeps weak instances too: the threshold applies after fusion.
+        self._pass_threshold = min(self.score_threshold, 0.05) if self.tta else self.score_threshold
         self.weight_channel = weight_channel
         self.checkpoint = str(checkpoint)
 
@@ -211,7 +304,7 @@ class Segmenter:
                 res = self.model.test_step(pseudo_collate(batch))
             for r in res:
                 p = r.pred_instances
-                keep = p.scores >= self.score_threshold
+                keep = p.scores >= self._pass_threshold
                 sem = r.get("pred_sem_seg")  # models with a semantic head
                 out.append((p.labels[keep].cpu().numpy(), p.scores[keep].cpu().numpy(),
                             p.bboxes[keep].cpu().numpy(), p.masks[keep].cpu().numpy(),
@@ -224,7 +317,35 @@ class Segmenter:
 
     def _predict(self, images: np.ndarray) -> tuple[list[list[Instance]], np.ndarray | None]:
         """Instances per slice and, from a model with a semantic head, the (N, H, W) uint8
-        semantic maps (each pixel from the tile whose core holds it), else ``None``."""
+        semantic maps, else ``None`` (with test-time augmentation when ``tta``)."""
+        if not self.tta:
+            return self._predict_once(images)
+        images = np.asarray(images, np.float32)
+        images = images[..., None] if images.ndim == 3 else images
+        n, h, w = images.shape[:3]
+        yy, xx = np.mgrid[:h, :w]
+        runs: list[list[list[Instance]]] = [[] for _ in range(n)]
+        votes = None
+        for k in range(8):
+            insts, sem = self._predict_once(np.ascontiguousarray(dihedral(images, k, (1, 2))))
+            ys, xs = dihedral(yy, k), dihedral(xx, k)
+            for s in range(n):
+                runs[s].append([_unmap_instance(i, ys, xs) for i in insts[s]])
+            if sem is not None:
+                if votes is None:
+                    votes = np.zeros((3, n, h, w), np.uint8)
+                back = np.zeros((n, h, w), np.uint8)
+                back[:, ys, xs] = sem  # pixel (ys, xs) of the slice was pixel (i, j) here
+                for c in range(3):
+                    votes[c] += back == c
+        fused = [[f for f in fuse_instances(r) if f.score >= self.score_threshold]
+                 for r in runs]
+        return fused, None if votes is None else votes.argmax(0).astype(np.uint8)
+
+    def _predict_once(self, images: np.ndarray
+                      ) -> tuple[list[list[Instance]], np.ndarray | None]:
+        """One prediction of every slice; the semantic map's pixels come from the tile whose
+        core holds them."""
         images = np.asarray(images, np.float32)
         if images.ndim == 3:
             images = images[..., None]
@@ -434,6 +555,7 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
                             "channels": [str(c) for c in channels],
                             "checkpoint": segmenter.checkpoint,
                             "score_threshold": segmenter.score_threshold,
+                            "tta": segmenter.tta,
                             "semantic_source": semantic_source})
     return out_path
 

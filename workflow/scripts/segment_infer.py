@@ -19,7 +19,8 @@ def main(smk):
     torch.set_num_threads(max(1, smk.threads))
     seg = Segmenter(smk.input.config[0] if smk.input.config else None, smk.input.checkpoint,
                     batch_size=p["batch_size"], tile_size=p["tile_size"],
-                    tile_overlap=p["tile_overlap"], score_threshold=p["score_threshold"])
+                    tile_overlap=p["tile_overlap"], score_threshold=p["score_threshold"],
+                    tta=p.get("tta", False))
     segment_block(smk.input.image, smk.output.zarr, seg, smk.params.model,
                   list(smk.params.channels), int(smk.wildcards.start), int(smk.wildcards.stop),
                   z_batch=p["z_batch"])
