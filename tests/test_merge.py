@@ -261,7 +261,7 @@ def test_object_table_exact():
 
 def _write_block(path, arrays: dict, table: pd.DataFrame, t_start, t_stop):
     """A block store in the segment stage's layout (cellspot.segment_infer)."""
-    from cellspot.segment_infer import TABLE_COLUMNS, TABLE_NAME
+    from cellspot.segment_store import TABLE_COLUMNS, TABLE_NAME
 
     grp = zarr.open_group(str(path), mode="w", zarr_format=2)
     for name, a in arrays.items():
@@ -368,11 +368,15 @@ def test_distance_to_nucleus_matches_distance_transform():
     assert (mine < 0).any() and (mine > 0).any()
 
 
-def test_segment_store_layout_matches_segment_stage():
-    from cellspot.segment_infer import ARRAY_NAMES, TABLE_NAME
+def test_merge_reads_segment_stores_without_torch():
+    """One store reader (cellspot.segment_store) serves both stages; the merge stage's
+    environment has no torch or MMDetection, so importing it must not pull them in."""
+    import subprocess
+    import sys
 
-    assert merge.SEGMENT_TABLE == TABLE_NAME
-    assert ARRAY_NAMES["cell"] == "cell" and ARRAY_NAMES["nucleus"] == "nucleus"
+    code = ("import sys, cellspot.merge, cellspot.segment_store; "
+            "bad = {'torch', 'mmdet', 'mmcv'} & set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_config_section_schema_and_model_agree():

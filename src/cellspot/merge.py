@@ -39,6 +39,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from .omezarr import ImageMeta, OmeZarrError, atomic_output, create_labels, open_array, read_meta
+from .segment_store import read_segmentation
 
 log = logging.getLogger(__name__)
 
@@ -1408,60 +1409,18 @@ def slice_labels(labels3d: np.ndarray, seed: int | None = None, p_drop: float = 
 # --------------------------------------------------------------------------- segmentation I/O
 
 
-# The segment stage's block-store layout (cellspot.segment_infer, not imported here: its
-# model code would pull torch/MMDetection into this stage's environment).
-SEGMENT_TABLE = "instances.parquet"
-
-
-@dataclass
-class _Block:
-    arrays: dict
-    table: pd.DataFrame
-    t_start: int
-    t_stop: int
-
-
-def _open_block(path: Path) -> _Block:
-    import zarr
-
-    if not (path / ".zgroup").is_file():
-        raise OmeZarrError(f"{path}: not a segmentation store (no Zarr group)")
-    try:
-        group = zarr.open_group(str(path), mode="r")
-        attrs = group.attrs.asdict()
-    except Exception as exc:  # zarr raises several types for a broken store
-        raise OmeZarrError(f"{path}: unreadable segmentation store ({exc})") from exc
-    for key in ("arrays", "t_start", "t_stop"):
-        if key not in attrs:
-            raise OmeZarrError(f"{path}: not a cellspot segmentation store (no {key!r} "
-                               "attribute)")
-    table_path = path / SEGMENT_TABLE
-    if not table_path.is_file():
-        raise OmeZarrError(f"{path}: {SEGMENT_TABLE} is missing")
-    table = pd.read_parquet(table_path)
-    missing = {"t", "z", "class", "y", "x"} - set(table.columns)
-    if missing:
-        raise OmeZarrError(f"{table_path}: columns {sorted(missing)} missing")
-    try:
-        arrays = {n: group[n] for n in attrs["arrays"]}
-    except KeyError as exc:
-        raise OmeZarrError(f"{path}: array {exc} listed in 'arrays' is missing") from exc
-    return _Block(arrays, table, int(attrs["t_start"]), int(attrs["t_stop"]))
-
-
 class SegmentationBlocks:
     """The per-slice segmentation of a batch, block stores of the segment stage, by timepoint.
 
-    Each store is ``results/{batch}/segment/{model}/tAAAA-BBBB.zarr`` as written by
-    :func:`cellspot.segment_infer.segment_block`: arrays ``cell``/``nucleus`` (model "cells") or
-    ``spots`` (model "spots"), ``(T_block, Z, Y, X)`` int32 with ids unique within a slice, and
-    ``instances.parquet`` (``t, z, class, instance, score, y0, x0, y1, x1, area, y, x``) whose
-    ``class == "spot"`` rows are the spot detections. Stores are opened lazily; a timepoint
-    reads one slice stack per class.
+    Each store is ``results/{batch}/segment/{model}/tAAAA-BBBB.zarr`` (layout in
+    :mod:`cellspot.segment_store`): arrays ``cell``/``nucleus`` (model "cells") or ``spots``
+    (model "spots"), ``(T_block, Z, Y, X)`` int32 with ids unique within a slice, and
+    ``instances.parquet`` whose ``class == "spot"`` rows are the spot detections. Stores are
+    opened lazily; a timepoint reads one slice stack per class.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike]):
-        self.blocks = [(_open_block(Path(p)), Path(p)) for p in paths]
+        self.blocks = [(read_segmentation(p), Path(p)) for p in paths]
         self.shape = None
         for seg, p in self.blocks:
             for name, arr in seg.arrays.items():

@@ -6,20 +6,8 @@ cut into overlapping tiles; an instance belongs to the tile whose core (the tile
 of its overlaps) holds its box centre, so objects cut by a tile edge are taken from the tile
 that sees them whole (when the overlap exceeds the object size).
 
-Store layout (``results/{batch}/segment/{model}/t{start:04d}-{stop:04d}.zarr``, a Zarr v2 group)::
-
-    nucleus, cell   (T_block, Z, Y, X) int32   model "cells": per-slice instance ids
-    semantic        (T_block, Z, Y, X) uint8   model "cells": 0 background, 1 cytoplasm, 2 nucleus
-    spots           (T_block, Z, Y, X) int32   model "spots": per-slice instance ids
-    instances.parquet                          one row per instance (see below)
-    .zattrs: model, classes, arrays, t_start, t_stop, channels, checkpoint, score_threshold,
-             tta, semantic_source ("instances" or "head")
-
-Instance ids are unique within a slice (1 = highest score; 0 background); where masks overlap
-the higher score wins. ``instances.parquet`` columns: ``t`` (timepoint of the movie, not of the
-block), ``z``, ``class``, ``instance`` (its id in that slice and class array), ``score``,
-``y0, x0, y1, x1`` (bbox, end exclusive), ``area`` (pixels), ``y, x`` (intensity-weighted
-centroid on the input image, sub-pixel). Read it back with :func:`read_segmentation`.
+The store's layout and its reader (:func:`read_segmentation`) are in
+:mod:`cellspot.segment_store`, which the merge stage uses without torch.
 """
 
 from __future__ import annotations
@@ -36,14 +24,11 @@ import zarr
 from scipy import ndimage
 
 from cellspot.omezarr import OmeZarrError, _compressor, atomic_output, open_array, read_meta
+from cellspot.segment_store import (ARRAY_NAMES, TABLE_COLUMNS, TABLE_NAME,  # noqa: F401
+                                    Segmentation, read_segmentation)
 
 log = logging.getLogger(__name__)
 
-# Zarr array of each class.
-ARRAY_NAMES = {"nucleus": "nucleus", "cell": "cell", "spot": "spots"}
-TABLE_COLUMNS = ["t", "z", "class", "instance", "score", "y0", "x0", "y1", "x1", "area",
-                 "y", "x"]
-TABLE_NAME = "instances.parquet"
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -558,34 +543,3 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
                             "tta": segmenter.tta,
                             "semantic_source": semantic_source})
     return out_path
-
-
-@dataclass
-class Segmentation:
-    """A block store opened by :func:`read_segmentation`.
-
-    ``arrays`` maps names (``nucleus``, ``cell``, ``semantic`` or ``spots``) to lazy zarr arrays
-    ``(T_block, Z, Y, X)``; index them with ``t - t_start``. ``table`` has absolute ``t``.
-    """
-
-    arrays: dict
-    table: pd.DataFrame
-    t_start: int
-    t_stop: int
-    attrs: dict
-
-
-def read_segmentation(path: str | os.PathLike) -> Segmentation:
-    """Open a block store written by :func:`segment_block`."""
-    path = Path(path)
-    if not (path / ".zgroup").is_file():
-        raise OmeZarrError(f"{path}: not a segmentation store (no Zarr group)")
-    group = zarr.open_group(str(path), mode="r")
-    attrs = group.attrs.asdict()
-    if "arrays" not in attrs:
-        raise OmeZarrError(f"{path}: not a cellspot segmentation store (no 'arrays' attribute)")
-    table_path = path / TABLE_NAME
-    if not table_path.is_file():
-        raise OmeZarrError(f"{path}: {TABLE_NAME} is missing")
-    return Segmentation({n: group[n] for n in attrs["arrays"]}, pd.read_parquet(table_path),
-                        int(attrs["t_start"]), int(attrs["t_stop"]), attrs)

@@ -29,7 +29,7 @@ rule merge:
     params:
         settings=MERGE,
         spot_channel=config["channels"]["rna"],
-        code=code_fingerprint("merge", "omezarr", "errors"),
+        code=code_fingerprint("merge", "segment_store", "omezarr", "errors"),
     log:
         "results/{batch}/logs/merge.log",
     benchmark:

@@ -78,7 +78,7 @@ rule segment_infer:
         model=lambda w: w.model,
         channels=lambda w: segment_channels(w.model),
         infer=lambda w: _seg(w.model)["infer"],
-        code=code_fingerprint("segment_models", "segment_infer"),
+        code=code_fingerprint("segment_models", "segment_infer", "segment_store"),
     log:
         "results/{batch}/logs/segment_infer_{model}_t{start}-{stop}.log",
     benchmark:
