@@ -1,6 +1,7 @@
 """The workflow end to end with the local executor: dry run, run, re-run triggers, bad input."""
 
 import hashlib
+import os
 import json
 
 import numpy as np
@@ -105,6 +106,21 @@ def test_changed_setting_reruns_that_stage_and_what_follows(workdir, stage, upda
         assert planned_jobs(workdir) == expected(2, AFTER[stage])
     finally:
         (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(before, sort_keys=False))
+    assert planned_jobs(workdir) == {}
+
+
+@pytest.mark.slow
+def test_edited_base_model_config_retrains_both_models(workdir):
+    """Both model configs inherit config/_base_/maskrcnn_runtime.py: it is a training input."""
+    base = workdir / "config" / "_base_" / "maskrcnn_runtime.py"
+    text, st = base.read_text(), base.stat()
+    base.write_text(text + "\n# edited\n")
+    try:
+        jobs = planned_jobs(workdir)
+        assert jobs.get("segment_train") == 2 and "segment_coco" not in jobs, jobs
+    finally:
+        base.write_text(text)
+        os.utime(base, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert planned_jobs(workdir) == {}
 
 
