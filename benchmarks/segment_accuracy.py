@@ -174,8 +174,7 @@ def part_smfish(work, minutes, threads, model_dir=None):
 
     tifffile.imwrite(f, img.astype(np.float32))
     if model_dir:
-        paths = {"config": Path(model_dir) / "config.py",
-                 "checkpoint": Path(model_dir) / "checkpoint.pth"}
+        paths = _model_paths(model_dir)
     else:
         # No annotations used: PSF measured on the image, spots rendered into its background.
         coco.build_training_coco("spots", {"source": "psf_synthetic", "images": [str(f)],
@@ -339,12 +338,12 @@ def part_nuclei3d(seg):
     x = np.stack([nuc, np.zeros_like(nuc), np.zeros_like(nuc)], -1)
     stacks, tables = seg.segment_slices(x)
     thr = threshold_otsu(raw)
-    mr, base = [], []
+    mr, base, kept = [], [], []
     for z in range(raw.shape[0]):
         tab = tables[z]
         keep = tab[(tab["class"] == "nucleus") & (tab["score"] >= 0.5)]["instance"]
-        pred = np.isin(stacks["nucleus"][z], keep) * stacks["nucleus"][z]
-        mr.append(match_instances(gt[z], pred, 0.5))
+        kept.append(np.isin(stacks["nucleus"][z], keep) * stacks["nucleus"][z])
+        mr.append(match_instances(gt[z], kept[-1], 0.5))
         base.append(match_instances(gt[z], label(raw[z] > thr), 0.5))
     a, b = _sum(mr), _sum(base)
     ap = lambda m: m.tp / max(m.tp + m.fp + m.fn, 1)  # noqa: E731
@@ -356,11 +355,7 @@ def part_nuclei3d(seg):
 
     from cellspot.merge import stitch_slices
 
-    vs = (2.18, 1.0, 1.0)
-    kept = np.stack([np.isin(stacks["nucleus"][z], tables[z][
-        (tables[z]["class"] == "nucleus") & (tables[z]["score"] >= 0.5)]["instance"])
-        * stacks["nucleus"][z] for z in range(raw.shape[0])])
-    a3 = match_instances(gt, stitch_slices(kept, anisotropy=vs), 0.5)
+    a3 = match_instances(gt, stitch_slices(np.stack(kept), anisotropy=(2.18, 1.0, 1.0)), 0.5)
     b3 = match_instances(gt, label3d(raw > thr), 0.5)
     log(f"nuclei3d (real, 3D after the merge stage): nucleus AP@0.5 Mask R-CNN {ap(a3):.3f} "
         f"(tp {a3.tp} fp {a3.fp} fn {a3.fn}); Otsu + 3D connected components {ap(b3):.3f}")
@@ -368,13 +363,19 @@ def part_nuclei3d(seg):
             "otsu_cc": b.as_dict(), "maskrcnn_ap50_3d": ap(a3), "otsu_cc_ap50_3d": ap(b3)}
 
 
+def _model_paths(model_dir):
+    """The files of a model folder written by training (``models/<model>/``)."""
+    d = Path(model_dir)
+    return {"config": d / "config.py", "checkpoint": d / "checkpoint.pth"}
+
+
 def _trained(model_dir):
     from cellspot.segment_infer import Segmenter
 
     if not model_dir:
         raise SystemExit("part nuclei3d needs --cells-model")
-    d = Path(model_dir)
-    return Segmenter(d / "config.py", d / "checkpoint.pth", score_threshold=0.05, batch_size=4)
+    paths = _model_paths(model_dir)
+    return Segmenter(paths["config"], paths["checkpoint"], score_threshold=0.05, batch_size=4)
 
 
 def print_row(what, m, baseline):

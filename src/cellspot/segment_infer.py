@@ -30,7 +30,6 @@ from cellspot.segment_store import (ARRAY_NAMES, TABLE_COLUMNS, TABLE_NAME,  # n
 log = logging.getLogger(__name__)
 
 
-
 # --------------------------------------------------------------------------- pure functions
 
 

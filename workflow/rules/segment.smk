@@ -35,7 +35,7 @@ rule segment_coco:
 rule segment_train:
     input:
         coco=f"{SEG_MODELS_DIR}/{{model}}/coco",
-        # the model config and the _base_ configs it inherits
+        # the model config (first) and the _base_ configs it inherits
         config=lambda w: config_files(_seg(w.model)["config"]),
     output:
         checkpoint=f"{SEG_MODELS_DIR}/{{model}}/checkpoint.pth",
@@ -44,7 +44,6 @@ rule segment_train:
         tensorboard=directory(f"{SEG_MODELS_DIR}/{{model}}/tensorboard"),
     params:
         model=lambda w: w.model,
-        config=lambda w: _seg(w.model)["config"],
         depth=lambda w: _seg(w.model)["depth"],
         overrides=lambda w: _seg(w.model)["overrides"],
         pretrained=lambda w: _seg(w.model)["pretrained"],

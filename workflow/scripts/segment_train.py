@@ -19,7 +19,7 @@ def main(smk):
     runtime_s = 60 * float(smk.resources.runtime)
     time_limit_s = runtime_s - max(300.0, 0.1 * runtime_s)
     train_model(smk.params.model, smk.input.coco, Path(smk.output.checkpoint).parent,
-                threads=smk.threads, config_path=smk.params.config,
+                threads=smk.threads, config_path=smk.input.config[0],
                 overrides=dict(smk.params.overrides or {}), depth=smk.params.depth,
                 max_iters=t["max_iters"], batch_size=t["batch_size"], lr=t["lr"],
                 checkpoint_interval=t["checkpoint_interval"], val_interval=t["val_interval"],
