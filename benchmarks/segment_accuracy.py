@@ -108,7 +108,7 @@ def truth_spots(movie, t, z):
 # --------------------------------------------------------------------------- spots (synthetic)
 
 
-def part_spots(work, minutes, sim_kw, threads):
+def part_spots(work, minutes, sim_kw, threads, narrow=True):
     from cellspot.segment_infer import Segmenter
     from cellspot.simulate import SimulationConfig, simulate_movie
 
@@ -117,7 +117,7 @@ def part_spots(work, minutes, sim_kw, threads):
     train_movie = simulate_movie(cfg, seed=11)
     coco.coco_from_simulation(train_movie, "spots", work / "coco", ["rna"], val_fraction=0.0,
                               keep_empty=0.1)
-    paths = train_budgeted("spots", work / "coco", work, minutes, threads=threads,
+    paths = train_budgeted("spots", work / "coco", work, minutes, narrow=narrow, threads=threads,
                            batch_size=4, lr=4e-4)
     seg = Segmenter(paths["config"], paths["checkpoint"], score_threshold=0.05, batch_size=4)
     sigma = cfg.psf_sigma[1]
@@ -153,7 +153,7 @@ def part_spots(work, minutes, sim_kw, threads):
 # --------------------------------------------------------------------------- smFISH (real)
 
 
-def part_smfish(work, minutes, threads, model_dir=None):
+def part_smfish(work, minutes, threads, model_dir=None, narrow=True):
     """``model_dir``: evaluate that trained model (config.py, checkpoint.pth), do not train."""
     from skimage.io import imread
 
@@ -180,8 +180,8 @@ def part_smfish(work, minutes, threads, model_dir=None):
         coco.build_training_coco("spots", {"source": "psf_synthetic", "images": [str(f)],
                                            "n_copies": 24, "val_fraction": 0.0, "seed": 5},
                                  work / "coco", ["rna"])
-        paths = train_budgeted("spots", work / "coco", work, minutes, threads=threads,
-                               batch_size=4, lr=4e-4, crop_size=128)
+        paths = train_budgeted("spots", work / "coco", work, minutes, narrow=narrow,
+                               threads=threads, batch_size=4, lr=4e-4, crop_size=128)
     sigma, _ = spots_classic.estimate_psf_sigma([img])
     x = coco.normalize_volume(img)[None, ..., None].astype(np.float32)
     # threshold chosen on the synthetic (rendered) training images' statistics is not
@@ -263,7 +263,7 @@ def _semantic_scores(conf):
     return iou, float(np.trace(conf) / conf.sum())
 
 
-def part_cells(work, minutes, sim_kw, threads, semantic_head=False):
+def part_cells(work, minutes, sim_kw, threads, semantic_head=False, narrow=True):
     """``semantic_head``: train config/maskrcnn_cells_semantic.py and score both semantic maps
     of that one network, the head's and the one derived from its instances."""
     from cellspot.segment_infer import Segmenter, semantic_from_instances
@@ -277,7 +277,7 @@ def part_cells(work, minutes, sim_kw, threads, semantic_head=False):
                               val_fraction=0.0, keep_empty=0.1)
     config_path = (default_config_path("cells").with_name("maskrcnn_cells_semantic.py")
                    if semantic_head else None)
-    paths = train_budgeted("cells", work / "coco", work, minutes, threads=threads,
+    paths = train_budgeted("cells", work / "coco", work, minutes, narrow=narrow, threads=threads,
                            batch_size=2, lr=2e-4, config_path=config_path)
     seg = Segmenter(paths["config"], paths["checkpoint"], score_threshold=0.05, batch_size=4)
     movie = simulate_movie(cfg, seed=23)
@@ -399,7 +399,10 @@ def main(argv=None):
     ap.add_argument("--cells-model", default=None,
                     help="part nuclei3d: folder of a trained cells model (config.py, "
                          "checkpoint.pth) to evaluate without training")
+    ap.add_argument("--full-width", action="store_true",
+                    help="train the configs' full-width networks, not the narrow CPU variant")
     args = ap.parse_args(argv)
+    narrow = not args.full_width
     import torch
 
     torch.set_num_threads(args.threads)
@@ -411,12 +414,14 @@ def main(argv=None):
     minutes = dict(zip(args.parts, args.minutes + [args.minutes[-1]] * len(args.parts)))
     results = {}
     for part in args.parts:
-        fn = {"spots": lambda: part_spots(work, minutes["spots"], sim_kw, args.threads),
+        fn = {"spots": lambda: part_spots(work, minutes["spots"], sim_kw, args.threads, narrow),
               "smfish": lambda: part_smfish(work, minutes["smfish"], args.threads,
-                                            args.spots_model),
-              "cells": lambda: part_cells(work, minutes["cells"], sim_kw, args.threads),
+                                            args.spots_model, narrow),
+              "cells": lambda: part_cells(work, minutes["cells"], sim_kw, args.threads,
+                                          narrow=narrow),
               "cells_semantic": lambda: part_cells(work, minutes["cells_semantic"], sim_kw,
-                                                   args.threads, semantic_head=True),
+                                                   args.threads, semantic_head=True,
+                                                   narrow=narrow),
               "nuclei3d": lambda: part_nuclei3d(_trained(args.cells_model))}[part]
         results[part] = fn()
         if args.out:
