@@ -125,6 +125,20 @@ def test_psf_sigma_and_spot_free_background():
     assert abs(bg.mean() - 20) < 1.0
 
 
+def test_rendered_spot_sizes_follow_the_measured_psfs():
+    """Per-spot sigmas (drawn with their amplitudes) render spots of those sizes."""
+    bg = np.full((128, 128), 10.0)
+    img, pos = spots_classic.render_spot_image(bg, 30, np.array([1.0, 2.0]),
+                                               np.array([100.0, 100.0]), gain=0.0,
+                                               min_separation=14, amplitude_scale=(1, 1))
+    _, fits = spots_classic.estimate_psf_sigma([img], sigma0=1.5, half=5)
+    assert len(fits) >= 10
+    # both sizes occur, and nothing in between
+    assert (np.abs(fits["sigma"] - 1.0) < 0.1).sum() >= 3
+    assert (np.abs(fits["sigma"] - 2.0) < 0.15).sum() >= 3
+    assert np.all((np.abs(fits["sigma"] - 1.0) < 0.1) | (np.abs(fits["sigma"] - 2.0) < 0.15))
+
+
 def test_annotation_free_spot_training_data(tmp_path):
     """A user with raw images only: PSF-rendered spots in their own background -> COCO."""
     from skimage.io import imsave

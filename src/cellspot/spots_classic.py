@@ -178,7 +178,7 @@ def remove_spots(image: np.ndarray, sigma: float, threshold_scale: float = 0.5,
     return out
 
 
-def render_spot_image(background: np.ndarray, n_spots: int, sigma: float,
+def render_spot_image(background: np.ndarray, n_spots: int, sigma,
                       amplitudes: np.ndarray, gain: float | None = None,
                       min_separation: float = 0.0, amplitude_scale=(0.5, 1.0), seed: int = 0
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +188,10 @@ def render_spot_image(background: np.ndarray, n_spots: int, sigma: float,
     ----------
     background : (Y, X) array
         Spot-free image (:func:`remove_spots`).
+    sigma : float or array
+        PSF sigma (px); an array of the same length as ``amplitudes`` gives every spot the
+        sigma drawn together with its amplitude (the PSF fits' ``sigma``), so that spot sizes
+        vary as in the measured image (defocus, a projection).
     amplitudes : array
         Peak heights above background to draw from (e.g. the PSF fits' ``amp``).
     gain : float, optional
@@ -216,15 +220,17 @@ def render_spot_image(background: np.ndarray, n_spots: int, sigma: float,
             continue
         pts.append(p)
     pos = np.array(pts, float).reshape(-1, 2)
-    amps = (rng.choice(np.asarray(amplitudes, float), len(pos))
-            * rng.uniform(*amplitude_scale, len(pos))) if len(pos) else np.zeros(0)
+    amplitudes = np.asarray(amplitudes, float)
+    sigmas = np.broadcast_to(np.asarray(sigma, float), amplitudes.shape)
+    pick = rng.integers(0, len(amplitudes), len(pos))
+    amps = amplitudes[pick] * rng.uniform(*amplitude_scale, len(pos))
     signal = np.zeros_like(bg)
-    r = int(np.ceil(4 * sigma))
-    for (y, x), a in zip(pos, amps):
+    for (y, x), a, sg in zip(pos, amps, sigmas[pick]):
+        r = int(np.ceil(4 * sg))
         cy, cx = int(round(y)), int(round(x))
         y0, y1, x0, x1 = max(cy - r, 0), min(cy + r + 1, h), max(cx - r, 0), min(cx + r + 1, w)
         yy, xx = np.mgrid[y0:y1, x0:x1]
-        signal[y0:y1, x0:x1] += a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2))
+        signal[y0:y1, x0:x1] += a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sg ** 2))
     if gain is None:
         m = float(np.median(bg))
         gain = max(float(np.var(bg - ndimage.median_filter(bg, 5))) / m, 0.0) if m > 0 else 0.0
@@ -238,19 +244,27 @@ def synthetic_spot_slices(images, n_per_image: int | None = None, sigma: float |
 
     For each image: measure the PSF (unless ``sigma`` is given), remove its spots, and render
     ``n_copies`` new images with spots at known positions (as many as detected in the image by
-    default, so the density matches).
+    default, so the density matches). With a measured PSF every rendered spot takes the
+    amplitude and sigma of one fitted spot (sigma outliers, e.g. unresolved pairs, left out),
+    so that sizes vary as in the image; a given ``sigma`` renders all spots with it.
 
     Yields
     ------
-    (image, positions, sigma) for every rendered image.
+    (image, positions, sigma) for every rendered image (``sigma``: the median PSF sigma).
     """
     images = [np.asarray(i, np.float64) for i in images]
     s_est, fits = estimate_psf_sigma(images, sigma0=sigma or 1.5)
-    sigma = sigma or s_est
+    if sigma:
+        spot_sigma = sigma
+    else:
+        sigma = s_est
+        mad = 1.4826 * np.median(np.abs(fits["sigma"] - s_est))
+        fits = fits[np.abs(fits["sigma"] - s_est) <= max(3 * mad, 0.05 * s_est)]
+        spot_sigma = fits["sigma"].to_numpy()
     for k, img in enumerate(images):
         bg = remove_spots(img, sigma, seed=seed + k)
         n = n_per_image or max(1, len(detect_spots_log(img, sigma)))
         for c in range(n_copies):
-            out, pos = render_spot_image(bg, n, sigma, fits["amp"].to_numpy(),
+            out, pos = render_spot_image(bg, n, spot_sigma, fits["amp"].to_numpy(),
                                          min_separation=2 * sigma, seed=seed + 1000 * k + c)
             yield out, pos, sigma
