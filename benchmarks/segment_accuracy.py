@@ -153,8 +153,9 @@ def part_spots(work, minutes, sim_kw, threads, narrow=True):
 # --------------------------------------------------------------------------- smFISH (real)
 
 
-def part_smfish(work, minutes, threads, model_dir=None, narrow=True):
-    """``model_dir``: evaluate that trained model (config.py, checkpoint.pth), do not train."""
+def part_smfish(work, minutes, threads, model_dir=None, narrow=True, seed=5):
+    """``model_dir``: evaluate that trained model (config.py, checkpoint.pth), do not train;
+    ``seed``: of the rendered training images (a repeat with another seed shows the spread)."""
     from skimage.io import imread
 
     from cellspot.segment_infer import Segmenter
@@ -178,7 +179,7 @@ def part_smfish(work, minutes, threads, model_dir=None, narrow=True):
     else:
         # No annotations used: PSF measured on the image, spots rendered into its background.
         coco.build_training_coco("spots", {"source": "psf_synthetic", "images": [str(f)],
-                                           "n_copies": 24, "val_fraction": 0.0, "seed": 5},
+                                           "n_copies": 24, "val_fraction": 0.0, "seed": seed},
                                  work / "coco", ["rna"])
         paths = train_budgeted("spots", work / "coco", work, minutes, narrow=narrow,
                                threads=threads, batch_size=4, lr=4e-4, crop_size=128)
@@ -399,6 +400,8 @@ def main(argv=None):
     ap.add_argument("--cells-model", default=None,
                     help="part nuclei3d: folder of a trained cells model (config.py, "
                          "checkpoint.pth) to evaluate without training")
+    ap.add_argument("--seed", type=int, default=5,
+                    help="part smfish: seed of the rendered (annotation-free) training images")
     ap.add_argument("--full-width", action="store_true",
                     help="train the configs' full-width networks, not the narrow CPU variant")
     args = ap.parse_args(argv)
@@ -416,7 +419,7 @@ def main(argv=None):
     for part in args.parts:
         fn = {"spots": lambda: part_spots(work, minutes["spots"], sim_kw, args.threads, narrow),
               "smfish": lambda: part_smfish(work, minutes["smfish"], args.threads,
-                                            args.spots_model, narrow),
+                                            args.spots_model, narrow, args.seed),
               "cells": lambda: part_cells(work, minutes["cells"], sim_kw, args.threads,
                                           narrow=narrow),
               "cells_semantic": lambda: part_cells(work, minutes["cells_semantic"], sim_kw,
