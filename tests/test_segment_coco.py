@@ -185,3 +185,23 @@ def test_coco_from_simulation_moves_truth_by_drift(tmp_path):
         if m.any():
             on.append(arr[m].mean()); off.append(arr[~m].mean())
     assert np.mean(on) > np.mean(off) + 0.1
+
+
+def test_simulated_training_data_by_role_with_renamed_channels(tmp_path):
+    """A movie whose stains are not named nucleus/cytoplasm/rna still gets models trained:
+    the simulated training movie is looked up by role, and preprocessed like the movie."""
+    settings = {"source": "simulation", "seed": 3, "z_step": 4, "val_fraction": 0.0,
+                "simulation": {"n_timepoints": 1, "shape": [8, 64, 64], "n_cells": 2}}
+    names = ["nuclei_DAPI", "cytoplasm_stain", "RNA_spots"]
+    with pytest.raises(Exception, match="nuclei_DAPI"):  # names alone cannot be looked up
+        coco.build_training_coco("cells", settings, tmp_path / "a", names)
+    pre = {"rna": {"normalize": {"low": 1.0, "high": 99.99},
+                   "filters": [{"kind": "tophat", "radius_um": 1.0}]}}
+    p = coco.build_training_coco("cells", settings, tmp_path / "b", names,
+                                 roles=["nucleus", "cytoplasm", "rna"], preprocess=pre)
+    c = coco.load_coco(p["train"])
+    assert len(c.anns) > 0
+    arr = np.load(p["train"].parent / c.imgs[1]["file_name"])
+    assert arr.shape[-1] == 3
+    # the rna channel went through the top-hat: its background is ~0, as after preprocessing
+    assert abs(np.median(arr[..., 2])) < 0.02

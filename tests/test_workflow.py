@@ -11,8 +11,8 @@ import tifffile
 import yaml
 
 from cellspot.omezarr import open_array, read_meta
-from workflow_helpers import (REPO, copy_movie, make_workdir, planned_jobs, snakemake,
-                              update_config)
+from workflow_helpers import (REPO, copy_movie, deep_update, make_workdir, planned_jobs,
+                              snakemake, update_config)
 
 # Jobs per batch, per rule, in DAG order (one block of timepoints: segment_infer runs per model).
 PER_BATCH = {"ingest": 1, "preprocess": 1, "segment_infer": 2, "merge": 1, "track": 1,
@@ -25,8 +25,10 @@ AFTER = {  # what a change of a stage's setting must re-run (per batch), and not
     "merge": ["merge", "track", "report", "view", "provenance"],
     "track": ["track", "report", "view", "provenance"],
 }
-CPU_SETTINGS = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-# Tests check the machinery, not accuracy: a few iterations on a small training movie.
+# The demo's CPU settings plus CPU training: the workflow trains (fine-tunes from the starter
+# models) here. Tests check the machinery, not accuracy: a few iterations on a small movie.
+CPU_SETTINGS = deep_update(yaml.safe_load((REPO / "config" / "demo.yaml").read_text()),
+                           yaml.safe_load((REPO / "config" / "cpu_train.yaml").read_text()))
 for _model in ("cells", "spots"):
     CPU_SETTINGS["segment"]["models"][_model]["training_data"]["simulation"] = {
         "n_timepoints": 2, "shape": [8, 96, 96], "n_cells": 4, "n_divisions": 0}

@@ -3,7 +3,8 @@
 A batch name is the key of every output path (``results/{batch}/``), so it must be a plain file
 name. The samples sheet is a TSV with columns ``batch`` and ``path`` and, for files that do not
 state their own metadata, optional ``axes``, ``channel_names`` (comma-separated),
-``voxel_size`` (``z,y,x`` in µm) and ``time_interval`` (s).
+``voxel_size`` (``z,y,x`` in µm) and ``time_interval`` (s), and for a simulated movie ``truth``
+(its ground-truth folder, which the run is then checked against).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .errors import BatchError  # noqa: F401 - re-exported
 
 BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MOVIE_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
-OPTIONAL_COLUMNS = ("axes", "channel_names", "voxel_size", "time_interval")
+OPTIONAL_COLUMNS = ("axes", "channel_names", "voxel_size", "time_interval", "truth")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Batch:
     channel_names: tuple[str, ...] | None = None
     voxel_size: tuple[float, float, float] | None = None
     time_interval: float | None = None
+    # a simulated movie's truth folder (`cellspot simulate`): the run is checked against it
+    truth: str | None = None
 
 
 def _parse_row(row: dict, where: str) -> Batch:
@@ -55,7 +58,7 @@ def _parse_row(row: dict, where: str) -> Batch:
     names = opt("channel_names")
     return Batch(name=name, path=str(row["path"]).strip(), axes=opt("axes"),
                  channel_names=tuple(n.strip() for n in names.split(",")) if names else None,
-                 voxel_size=voxel, time_interval=dt)
+                 voxel_size=voxel, time_interval=dt, truth=opt("truth"))
 
 
 def read_samples(path: str | Path) -> list[Batch]:

@@ -96,7 +96,16 @@ def cmd_demo(args) -> int:
     cmd = [sys.executable, "-m", "snakemake", "--profile", args.profile,
            "--configfile", "config/demo.yaml", *args.snakemake_args]
     logging.info("running: %s", shlex.join(cmd))
-    return subprocess.call(cmd)
+    rc = subprocess.call(cmd)
+    check = Path("results/demo/report/truth_check.json")
+    if rc == 0 and check.is_file():
+        from .truth_check import readable
+
+        logging.info("the demo against the simulation's truth (%s):", check)
+        for k, v in readable(json.loads(check.read_text())).items():
+            logging.info("  %s: %s", k, v)
+        logging.info("report: %s", Path("results/demo/report/report.html").resolve())
+    return rc
 
 
 # Stages with a command line of their own: `cellspot <stage> ...` runs `python -m cellspot.<stage>`.

@@ -262,10 +262,34 @@ def _shift_labels(labels: np.ndarray, shift: Sequence[float]) -> np.ndarray:
     return nd_shift(labels, shift, order=0, mode="constant", cval=0)
 
 
-def coco_from_simulation(movie, model: str, out_dir: str | os.PathLike,
-                         channels: Sequence[str], spot_radius: float = 2.0, **kwargs
-                         ) -> dict[str, Path]:
-    """COCO dataset for model ``"cells"`` or ``"spots"`` from a :mod:`cellspot.simulate` movie.
+def preprocessed_like_workflow(image: np.ndarray, roles: Sequence[str],
+                               preprocess: Mapping[str, Mapping] | None,
+                               voxel_size: Sequence[float]) -> np.ndarray:
+    """``(T, C, Z, Y, X)`` model inputs normalised and filtered as the preprocess stage does.
+
+    ``preprocess`` maps each role to its ``preprocess.channels`` settings (normalisation and
+    filters); a role without settings gets the stage's default (percentiles 1-99.8, no filter).
+    Training images made this way look like what inference sees in ``preprocessed.ome.zarr``.
+    """
+    from cellspot.preprocess import ChannelSettings, preprocess_channel
+
+    preprocess = preprocess or {}
+    return np.stack([preprocess_channel(image[:, c],
+                                        ChannelSettings.model_validate(preprocess.get(r) or {}),
+                                        voxel_size)
+                     for c, r in enumerate(roles)], 1)
+
+
+def simulation_volumes(movie, model: str, channels: Sequence[str], spot_radius: float = 2.0,
+                       preprocess: Mapping[str, Mapping] | None = None,
+                       spot_z_half_width: float = 0.5) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Model inputs ``(T, C, Z, Y, X)`` and label volumes of a :mod:`cellspot.simulate` movie.
+
+    ``channels`` are roles (the simulator names its channels ``nucleus``, ``cytoplasm``,
+    ``rna``). With ``preprocess`` (role -> settings of the preprocess stage) the images are
+    normalised and filtered as the workflow does (:func:`preprocessed_like_workflow`), else
+    normalised per channel. A spot is labelled in the slices within ``spot_z_half_width`` of
+    its z.
 
     The movie's image is in the raw (drifted) frame and its truth in the sample frame
     (``raw = sample + drift``), so labels and spot positions are moved by the drift first.
@@ -273,6 +297,10 @@ def coco_from_simulation(movie, model: str, out_dir: str | os.PathLike,
     img = np.asarray(movie.image)
     idx = [movie.meta.channel_index(c) for c in channels]
     img = img[:, idx]
+    if preprocess is not None:
+        img = preprocessed_like_workflow(img, channels, preprocess, movie.meta.voxel_size)
+    else:
+        img = np.stack([normalize_volume(img[:, c]) for c in range(img.shape[1])], 1)
     drift = getattr(movie, "drift", None)
     shifts = np.zeros((img.shape[0], 3))
     if drift is not None and len(drift):
@@ -294,11 +322,23 @@ def coco_from_simulation(movie, model: str, out_dir: str | os.PathLike,
             s = spots[spots["t"] == t]
             pos = {"z": s["z"] + shifts[t, 0], "y": s["y"] + shifts[t, 1],
                    "x": s["x"] + shifts[t, 2]}
-            vols.append(spots_to_label_volume(pos, img.shape[2:], spot_radius))
+            vols.append(spots_to_label_volume(pos, img.shape[2:], spot_radius,
+                                              spot_z_half_width))
         labels = {"spot": np.stack(vols)}
     else:
         raise CocoError(f"unknown model {model!r}: expected 'cells' or 'spots'")
-    return coco_from_volumes(img, labels, out_dir, list(labels), **kwargs)
+    return img, labels
+
+
+def coco_from_simulation(movie, model: str, out_dir: str | os.PathLike,
+                         channels: Sequence[str], spot_radius: float = 2.0,
+                         preprocess: Mapping[str, Mapping] | None = None,
+                         spot_z_half_width: float = 0.5, **kwargs) -> dict[str, Path]:
+    """COCO dataset for model ``"cells"`` or ``"spots"`` from a :mod:`cellspot.simulate` movie
+    (:func:`simulation_volumes`; ``kwargs`` go to :func:`coco_from_volumes`)."""
+    img, labels = simulation_volumes(movie, model, channels, spot_radius, preprocess,
+                                     spot_z_half_width)
+    return coco_from_volumes(img, labels, out_dir, list(labels), normalize=False, **kwargs)
 
 
 # --------------------------------------------------------------------------- reading/checking
@@ -462,8 +502,15 @@ def _image_slices(paths: Sequence[str], channel, max_slices: int) -> list[np.nda
 
 
 def build_training_coco(model: str, settings: Mapping, out_dir: str | os.PathLike,
-                        channels: Sequence[str | int]) -> dict[str, Path]:
+                        channels: Sequence[str | int], roles: Sequence[str] | None = None,
+                        preprocess: Mapping[str, Mapping] | None = None) -> dict[str, Path]:
     """COCO training set for ``model`` from the source named in ``settings["source"]``.
+
+    ``channels`` are the model's inputs as the user's movie names them, ``roles`` the same
+    inputs as roles (``nucleus``, ``cytoplasm``, ``rna``; default: ``channels``). A simulated
+    training movie is looked up by role, a user's image by name, so renamed channels train.
+    ``preprocess`` (role -> preprocess-stage settings) makes simulated training images look
+    like the workflow's preprocessed movie.
 
     Sources:
 
@@ -516,8 +563,8 @@ def build_training_coco(model: str, settings: Mapping, out_dir: str | os.PathLik
         movie = simulate_movie(SimulationConfig(**dict(settings.get("simulation") or {})),
                                seed=int(settings.get("seed", 0)))
         log.info("simulated a training movie %s", movie.image.shape)
-        return coco_from_simulation(movie, model, out_dir, channels, spot_radius=radius,
-                                    **vol_kw)
+        return coco_from_simulation(movie, model, out_dir, list(roles or channels),
+                                    spot_radius=radius, preprocess=preprocess, **vol_kw)
     if source == "coco":
         return import_coco(settings["coco"], out_dir, **common)
     if source == "labels":

@@ -15,3 +15,7 @@ class OmeZarrError(CellspotError):
 
 class BatchError(CellspotError):
     """The samples sheet or the inbox does not describe valid batches."""
+
+
+class SegmentError(CellspotError):
+    """A model, checkpoint or configuration problem of the segmentation stage."""

@@ -427,6 +427,31 @@ def normalize_block(block: np.ndarray, offset: float, scale: float, fill: float)
     return out
 
 
+def preprocess_channel(channel: np.ndarray, settings: ChannelSettings,
+                       voxel_size: Sequence[float]) -> np.ndarray:
+    """Normalise and filter one in-memory ``(T, Z, Y, X)`` channel as the stage does (no drift).
+
+    The same percentiles of the whole channel and the same filters as :func:`preprocess_movie`,
+    for arrays that fit in memory: training images made with it look like what inference sees.
+    """
+    channel = np.asarray(channel)
+    norm = settings.normalize
+    finite = channel[np.isfinite(channel)] if channel.dtype.kind == "f" else channel.ravel()
+    if finite.size == 0:
+        return np.zeros(channel.shape, np.float32)
+    if norm is None:
+        offset, scale, fill = 0.0, 1.0, float(finite.min())
+    else:
+        low, high = np.percentile(finite, [norm.low, norm.high])
+        offset, fill = float(low), 0.0
+        scale = 1.0 / (high - low) if high > low else 0.0
+    out = np.empty(channel.shape, np.float32)
+    for t in range(channel.shape[0]):
+        out[t] = apply_filters(normalize_block(channel[t], offset, scale, fill),
+                               settings.filters, voxel_size)
+    return out
+
+
 def _process_block(block, norm, filters, voxel_size, shifts, order, block_info=None):
     t0, t1 = block_info[0]["array-location"][0]
     out = np.empty(block.shape, dtype=np.float32)

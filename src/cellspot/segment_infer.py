@@ -250,14 +250,14 @@ class Segmenter:
     def __init__(self, config, checkpoint, device: str | None = None, batch_size: int = 4,
                  tile_size: int = 1024, tile_overlap: int = 64, score_threshold: float = 0.5,
                  weight_channel: int | None = None, max_detections: int | None = None,
-                 tta: bool = False):
+                 tta: bool = False, model: str | None = None):
         import torch
         from mmengine.dataset import Compose
 
         from cellspot.segment_models import inference_pipeline
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.cfg = load_model(config, checkpoint, self.device)
+        self.model, self.cfg = load_model(config, checkpoint, self.device, model)
         if max_detections is not None:
             self.model.test_cfg.rcnn.max_per_img = int(max_detections)
         self.classes = tuple(self.cfg.get("classes") or
@@ -406,9 +406,10 @@ class Segmenter:
         return stacks, tables
 
 
-def load_model(config, checkpoint, device: str = "cpu"):
+def load_model(config, checkpoint, device: str = "cpu", model_name: str | None = None):
     """Build the model of ``config`` and load ``checkpoint`` strictly, with clear errors.
 
+    ``model_name`` (cells, spots) lets the errors name the config.yaml settings.
     Returns ``(model, cfg)``.
     """
     from mmdet.registry import MODELS
@@ -416,12 +417,14 @@ def load_model(config, checkpoint, device: str = "cpu"):
     from mmengine.config import Config
 
     from cellspot.segment_models import SegmentError, _load_local_checkpoint
+    from cellspot.starter import setting
 
+    key = setting(model_name or "<model>", "checkpoint")
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise SegmentError(
-            f"checkpoint {checkpoint} not found: train the model first (rule segment_train) "
-            "or set segment.<model>.checkpoint in config.yaml to an existing checkpoint")
+            f"{key}: checkpoint {checkpoint} not found: name an existing checkpoint, builtin "
+            "(the starter model), or \"\" to train one (rule segment_train)")
     try:
         ckpt = _load_local_checkpoint(str(checkpoint), map_location="cpu")
     except Exception as exc:
@@ -454,7 +457,8 @@ def load_model(config, checkpoint, device: str = "cpu"):
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
         raise SegmentError(
-            f"{checkpoint} does not fit the model of {config or 'its stored config'}: "
+            f"{key}: {checkpoint} does not fit the model of "
+            f"{config or 'its stored config'} ({setting(model_name or '<model>', 'checkpoint_config')}): "
             + "; ".join(parts) + ". Was it trained with another config (model, depth, classes)?")
     model.load_state_dict(state, strict=True)
     classes = (ckpt.get("meta") or {}).get("dataset_meta", {}).get("classes")

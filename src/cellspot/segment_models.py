@@ -31,16 +31,15 @@ from typing import Mapping
 
 import numpy as np
 
-MODELS = ("cells", "spots")
+from cellspot.errors import SegmentError  # noqa: F401 - re-exported
+from cellspot.starter import MODELS
+
 CLASSES = {"cells": ("nucleus", "cell"), "spots": ("spot",)}
 # Output channels of the ResNet stages by depth (FPN input channels).
 _RESNET_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512],
                     50: [256, 512, 1024, 2048], 101: [256, 512, 1024, 2048],
                     152: [256, 512, 1024, 2048]}
 
-
-class SegmentError(ValueError):
-    """A model, checkpoint or configuration problem of the segmentation stage."""
 
 
 def _require_mmdet():
@@ -158,6 +157,27 @@ def load_model_config(path: str | os.PathLike, overrides: Mapping | None = None,
     if cfg.model.get("semantic_head") and cfg.model.get("neck"):
         cfg.model.semantic_head.in_channels = cfg.model.neck.out_channels
     return cfg
+
+
+def check_starter_matches(model: str, config_path: str | os.PathLike,
+                          overrides: Mapping | None = None, depth: int | None = None) -> None:
+    """Raise :class:`SegmentError` when the configured model differs from the starter model's.
+
+    With ``checkpoint: builtin`` inference builds the starter model's own config; a user who
+    also changed ``config``, ``depth`` or ``overrides`` expects that model, which the shipped
+    weights do not fit. The message names the settings and the first differing key.
+    """
+    from cellspot.starter import first_difference, setting, starter_files
+
+    starter = Config.fromfile(str(starter_files(model)["config"]))
+    mine = load_model_config(config_path, overrides, depth)
+    diff = first_difference(mine.model.to_dict(), starter.model.to_dict())
+    if diff:
+        raise SegmentError(
+            f"{setting(model, 'checkpoint')}: builtin is the starter {model} model, but "
+            f"{setting(model, 'config')} ({config_path}) with {setting(model, 'depth')} and "
+            f"{setting(model, 'overrides')} describes another model: {diff}. Use the "
+            "default config, or train your model (checkpoint: \"\", pretrained: \"\")")
 
 
 def narrow_overrides(base_channels: int = 32, width: int = 64) -> dict:

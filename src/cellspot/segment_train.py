@@ -26,6 +26,7 @@ from typing import Mapping
 from cellspot.omezarr import atomic_output, write_text_atomic
 from cellspot.segment_models import (SegmentError, default_config_path, load_model_config,
                                      set_data_root, set_schedule)
+from cellspot.starter import setting
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,32 @@ def build_train_config(model: str, coco_dir: str | os.PathLike, work_dir: str | 
         cfg.resume = False
         if load_from:
             if not Path(load_from).is_file():
-                raise SegmentError(f"pretrained checkpoint {load_from}: no such file")
+                raise SegmentError(f"{setting(model, 'pretrained')}: pretrained checkpoint "
+                                   f"{load_from}: no such file")
             cfg.load_from = str(load_from)
     return cfg
+
+
+def check_pretrained_fits(model: str, network, path: str | os.PathLike) -> None:
+    """Raise :class:`SegmentError` naming ``segment.models.<model>.pretrained`` when the
+    checkpoint's weights do not fit the network to train (MMEngine would only warn and train
+    the unfitting layers from scratch)."""
+    from cellspot.segment_models import _load_local_checkpoint
+
+    ckpt = _load_local_checkpoint(str(path), map_location="cpu")
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
+    own = network.state_dict()
+    bad = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+           if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [k for k in own if k not in state]
+    if bad or missing:
+        what = (f"{len(bad)} weights of another shape (e.g. {bad[0]})" if bad else
+                f"{len(missing)} weights missing (e.g. {missing[0]})")
+        raise SegmentError(
+            f"{setting(model, 'pretrained')}: {path} does not fit the model to train "
+            f"({setting(model, 'config')}, {setting(model, 'depth')}, "
+            f"{setting(model, 'overrides')}): {what}. Start from a checkpoint of the same "
+            "model, or from scratch (pretrained: \"\")")
 
 
 def _scalars(work_dir: Path) -> tuple[list[dict], list[Path]]:
@@ -229,6 +253,8 @@ def train_model(model: str, coco_dir: str | os.PathLike, out_dir: str | os.PathL
              cfg.train_cfg.max_iters, work_dir, cfg.resume, cfg.load_from,
              cfg.optim_wrapper.type)
     runner = Runner.from_cfg(cfg)
+    if cfg.load_from:
+        check_pretrained_fits(model, runner.model, cfg.load_from)
     # MMEngine's logger does not propagate: send its lines (losses, ETA) to the rule's log too.
     for h in logging.getLogger().handlers:
         if isinstance(h, logging.FileHandler) and h not in runner.logger.handlers:

@@ -16,6 +16,7 @@ from cellspot.errors import CellspotError  # noqa: E402
 from cellspot.omezarr import open_array  # noqa: E402
 from cellspot.provenance import code_fingerprint, config_files, workflow_version  # noqa: E402
 from cellspot.smk import scaled_mem  # noqa: E402
+from cellspot.starter import is_builtin, resolve_checkpoint, starter_files  # noqa: E402
 from cellspot.tiffio import count_timepoints  # noqa: E402
 
 
@@ -33,8 +34,17 @@ wildcard_constraints:
 
 
 def batch_info(wildcards):
-    """Declared metadata of a batch, as a plain dict (a rule param)."""
-    return asdict(BATCHES[wildcards.batch])
+    """Declared metadata of a batch's movie, as a plain dict (ingest's param; the truth folder
+    of a simulated movie is not metadata of the movie)."""
+    info = asdict(BATCHES[wildcards.batch])
+    info.pop("truth")
+    return info
+
+
+def batch_truth(wildcards):
+    """The truth folder of a simulated movie ([] for a real one)."""
+    truth = BATCHES[wildcards.batch].truth
+    return [truth] if truth else []
 
 
 def batch_movie(wildcards):
@@ -73,21 +83,41 @@ def _seg(model):
 
 
 def segment_checkpoint(model):
-    """The checkpoint inference uses: the user's, or the one segment_train writes."""
-    return _seg(model)["checkpoint"] or f"{SEG_MODELS_DIR}/{model}/checkpoint.pth"
+    """The checkpoint inference uses: the shipped starter model (`builtin`), the user's file,
+    or the one segment_train writes (`""`)."""
+    if not _seg(model)["checkpoint"]:
+        return f"{SEG_MODELS_DIR}/{model}/checkpoint.pth"
+    return resolve_checkpoint(model, _seg(model)["checkpoint"])
 
 
 def segment_infer_config(model):
-    """Inference config: the trained model's resolved config, the user's, or none (the copy
-    stored inside the checkpoint is used)."""
-    if not _seg(model)["checkpoint"]:
+    """Inference config: the starter model's, the trained model's resolved config, the user's,
+    or none (the copy stored inside the checkpoint is used)."""
+    ckpt = _seg(model)["checkpoint"]
+    if is_builtin(ckpt):
+        return [str(starter_files(model)["config"])]
+    if not ckpt:
         return [f"{SEG_MODELS_DIR}/{model}/config.py"]
     return [_seg(model)["checkpoint_config"]] if _seg(model)["checkpoint_config"] else []
+
+
+def segment_pretrained(model):
+    """The checkpoint training starts from ([] for none): the starter model or the user's."""
+    ckpt = resolve_checkpoint(model, _seg(model)["pretrained"], "pretrained")
+    return [ckpt] if ckpt else []
 
 
 def segment_channels(model):
     """Channel names of the model's input, from the roles in `channels:`."""
     return [config["channels"].get(role, role) for role in _seg(model)["channels"]]
+
+
+def segment_preprocess(model):
+    """Preprocess settings of each model input, by role: simulated training images are
+    normalised and filtered as the movie is before inference."""
+    chans = (config.get("preprocess") or {}).get("channels") or {}
+    return {role: chans.get(role) or chans.get(str(name)) or {}
+            for role, name in zip(_seg(model)["channels"], segment_channels(model))}
 
 
 def segment_outputs(batch, model):

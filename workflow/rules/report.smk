@@ -5,6 +5,9 @@
 #               results/{batch}/tables/{cell_stats,cell_track_stats,rna_track_stats,batch_summary}.{parquet,csv},
 #               results/{batch}/report/figures/*.png (also items of `snakemake --report`)
 #   summary  every batch's batch_summary.parquet -> results/summary/batches.{parquet,csv}
+#   truth_check  a simulated movie (samples sheet column `truth`): the run against its truth
+#            -> results/{batch}/report/truth_check.{json,csv}, figures/rna_vs_truth.png;
+#               the report shows it as its accuracy section
 #
 # Needs from common.smk: BATCHES, TARGETS, code_fingerprint.
 
@@ -13,8 +16,48 @@ REPORT_CODE = code_fingerprint("report.build", "report.tables", "report.stats",
                                "report.coloc", "report.plots", "report.html", "omezarr")
 
 
+rule truth_check:
+    input:
+        truth=batch_truth,
+        cells=rules.merge.output.cells,
+        nuclei=rules.merge.output.nuclei,
+        spots=rules.merge.output.spot_table,
+        cells_tracked=rules.track.output.tracked_labels,
+        cell_tracks=rules.track.output.cell_tracks,
+        ctc_dir=rules.track.output.ctc,
+        drift="results/{batch}/drift.csv",
+        image="results/{batch}/preprocessed.ome.zarr",
+    output:
+        json="results/{batch}/report/truth_check.json",
+        csv="results/{batch}/report/truth_check.csv",
+        png="results/{batch}/report/figures/rna_vs_truth.png",
+    params:
+        code=code_fingerprint("truth_check", "metrics", "ctc", "omezarr"),
+    log:
+        "results/{batch}/logs/truth_check.log",
+    benchmark:
+        "results/{batch}/benchmarks/truth_check.tsv"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem(REPORT.get("mem_mb", 4000)),
+        runtime=REPORT.get("runtime", 60),
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/truth_check.py"
+
+
+def report_truth_check(wildcards):
+    """A simulated movie's report shows the run against the truth (rule truth_check)."""
+    if not batch_truth(wildcards):
+        return {}
+    out = rules.truth_check.output
+    return {"truth_check": out.json, "truth_check_png": out.png}
+
+
 rule report:
     input:
+        unpack(report_truth_check),
         cells="results/{batch}/tables/cells.parquet",
         nuclei="results/{batch}/tables/nuclei.parquet",
         spots="results/{batch}/tables/spots.parquet",

@@ -5,7 +5,9 @@
 #   segment_infer  one block of timepoints of a batch -> per-slice instances
 #                  results/{batch}/segment/{model}/t{start}-{stop}.zarr (+ instances.parquet inside)
 #
-# With `segment.models.<model>.checkpoint` set, that checkpoint is used and nothing is trained.
+# With `segment.models.<model>.checkpoint` set (`builtin`: the starter model shipped with cellspot,
+# the default), that checkpoint is used and nothing is trained; with `checkpoint: ""` the model is
+# trained, starting from `pretrained` (`builtin` by default).
 # Helpers (segment_checkpoint, segment_outputs, ...) live in common.smk. timepoint_blocks(batch) -> [(start, stop), ...] (stop exclusive, blocks of
 # config["segment"]["timepoints_per_job"] timepoints covering the movie).
 
@@ -15,7 +17,9 @@ rule segment_coco:
     params:
         settings=lambda w: _seg(w.model)["training_data"],
         channels=lambda w: segment_channels(w.model),
-        code=code_fingerprint("coco", "spots_classic", "simulate"),
+        roles=lambda w: _seg(w.model)["channels"],
+        preprocess=lambda w: segment_preprocess(w.model),
+        code=code_fingerprint("coco", "spots_classic", "simulate", "preprocess"),
     log:
         f"{SEG_MODELS_DIR}/logs/segment_coco_{{model}}.log",
     benchmark:
@@ -37,6 +41,7 @@ rule segment_train:
         coco=f"{SEG_MODELS_DIR}/{{model}}/coco",
         # the model config (first) and the _base_ configs it inherits
         config=lambda w: config_files(_seg(w.model)["config"]),
+        pretrained=lambda w: segment_pretrained(w.model),
     output:
         checkpoint=f"{SEG_MODELS_DIR}/{{model}}/checkpoint.pth",
         config=f"{SEG_MODELS_DIR}/{{model}}/config.py",
@@ -46,7 +51,6 @@ rule segment_train:
         model=lambda w: w.model,
         depth=lambda w: _seg(w.model)["depth"],
         overrides=lambda w: _seg(w.model)["overrides"],
-        pretrained=lambda w: _seg(w.model)["pretrained"],
         train=lambda w: _seg(w.model)["train"],
         code=code_fingerprint("segment_models", "segment_train"),
     log:
@@ -77,7 +81,12 @@ rule segment_infer:
         model=lambda w: w.model,
         channels=lambda w: segment_channels(w.model),
         infer=lambda w: _seg(w.model)["infer"],
-        code=code_fingerprint("segment_models", "segment_infer", "segment_store"),
+        # what the user configured: a `builtin` checkpoint is checked against it
+        model_config=lambda w: _seg(w.model)["config"],
+        depth=lambda w: _seg(w.model)["depth"],
+        overrides=lambda w: _seg(w.model)["overrides"],
+        builtin=lambda w: is_builtin(_seg(w.model)["checkpoint"]),
+        code=code_fingerprint("segment_models", "segment_infer", "segment_store", "starter"),
     log:
         "results/{batch}/logs/segment_infer_{model}_t{start}-{stop}.log",
     benchmark:

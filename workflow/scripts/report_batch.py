@@ -14,7 +14,10 @@ def main(smk):
     i, o = smk.input, smk.output
     inputs = ReportInputs(Path(i.cells), Path(i.nuclei), Path(i.spots), Path(i.cell_tracks),
                           Path(i.spot_tracks), Path(i.cell_labels), Path(i.nucleus_labels),
-                          Path(i.image), Path(i.drift))
+                          Path(i.image), Path(i.drift),
+                          truth_check=Path(i.truth_check) if "truth_check" in i.keys() else None,
+                          truth_check_png=(Path(i.truth_check_png)
+                                           if "truth_check_png" in i.keys() else None))
     outputs = ReportOutputs(Path(o.html), Path(o.cell_stats_parquet).parent,
                             Path(o.qc).parent)
     make_report(inputs, outputs, ReportConfig(**smk.params.settings), smk.params.channels,

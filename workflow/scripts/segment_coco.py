@@ -10,7 +10,8 @@ from cellspot.smk import run_step  # noqa: E402
 
 def main(smk):
     build_training_coco(smk.wildcards.model, dict(smk.params.settings), smk.output.coco,
-                        list(smk.params.channels))
+                        list(smk.params.channels), roles=list(smk.params.roles),
+                        preprocess=dict(smk.params.preprocess))
 
 
 run_step(snakemake, main)  # noqa: F821

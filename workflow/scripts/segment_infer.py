@@ -14,13 +14,17 @@ def main(smk):
     import torch
 
     from cellspot.segment_infer import Segmenter, segment_block
+    from cellspot.segment_models import check_starter_matches
 
     p = dict(smk.params.infer)
     torch.set_num_threads(max(1, smk.threads))
+    if smk.params.builtin:  # the configured model must be the one the starter was trained as
+        check_starter_matches(smk.params.model, smk.params.model_config,
+                              dict(smk.params.overrides or {}), smk.params.depth)
     seg = Segmenter(smk.input.config[0] if smk.input.config else None, smk.input.checkpoint,
                     batch_size=p["batch_size"], tile_size=p["tile_size"],
                     tile_overlap=p["tile_overlap"], score_threshold=p["score_threshold"],
-                    tta=p.get("tta", False))
+                    tta=p.get("tta", False), model=smk.params.model)
     segment_block(smk.input.image, smk.output.zarr, seg, smk.params.model,
                   list(smk.params.channels), int(smk.wildcards.start), int(smk.wildcards.stop),
                   z_batch=p["z_batch"])

@@ -25,7 +25,7 @@ def main(smk):
                 checkpoint_interval=t["checkpoint_interval"], val_interval=t["val_interval"],
                 log_interval=t["log_interval"], amp=t["amp"], seed=t["seed"],
                 num_workers=t["num_workers"], crop_size=t.get("crop_size") or None,
-                load_from=smk.params.pretrained or None,
+                load_from=smk.input.pretrained[0] if smk.input.pretrained else None,
                 time_limit_s=time_limit_s if time_limit_s > 0 else None)
 
 

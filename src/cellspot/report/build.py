@@ -125,6 +125,9 @@ class ReportInputs:
     nucleus_labels: Path
     image: Path
     drift: Path | None = None
+    # a simulated movie: rule truth_check's summary (JSON) and plot (PNG)
+    truth_check: Path | None = None
+    truth_check_png: Path | None = None
 
     @classmethod
     def from_batch_dir(cls, d: str | os.PathLike) -> "ReportInputs":
@@ -357,9 +360,27 @@ def make_report(inputs: ReportInputs, outputs: ReportOutputs, cfg: ReportConfig 
          ("Cell tracks", result.tables["cell_track_stats"]),
          ("RNA tracks (longest first)", result.tables["rna_track_stats"]
           .sort_values("n_timepoints", ascending=False, kind="stable"))],
-        info)
+        info, accuracy=_accuracy(inputs))
     html.write(outputs.html, page)
     return result
+
+
+def _accuracy(inputs: ReportInputs):
+    """The accuracy section of a simulated movie (``None`` without a truth check)."""
+    if inputs.truth_check is None:
+        return None
+    import json
+
+    from cellspot.truth_check import readable
+
+    items = readable(json.loads(Path(inputs.truth_check).read_text()))
+    fig = None
+    if inputs.truth_check_png is not None:
+        fig = html.FigureItem("rna_vs_truth", "RNA per cell: found vs true",
+                              "Each dot is a true cell at one timepoint, matched to a found "
+                              "cell (IoU >= 0.5): its RNA count by the workflow against the "
+                              "simulated one.", Path(inputs.truth_check_png).read_bytes())
+    return items, fig
 
 
 def summarise_batches(summaries: Sequence[str | os.PathLike], parquet: str | os.PathLike,

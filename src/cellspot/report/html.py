@@ -77,7 +77,8 @@ def key_value_html(items: dict) -> str:
 
 
 def render(title: str, notes: Sequence[str], summary: dict, figures: Sequence[FigureItem],
-           tables: Sequence[tuple[str, pd.DataFrame]], info: dict | None = None) -> str:
+           tables: Sequence[tuple[str, pd.DataFrame]], info: dict | None = None,
+           accuracy: tuple[dict, FigureItem | None] | None = None) -> str:
     """The report page as a string.
 
     Parameters
@@ -91,6 +92,8 @@ def render(title: str, notes: Sequence[str], summary: dict, figures: Sequence[Fi
     tables : list of (heading, DataFrame)
     info : dict, optional
         Provenance (voxel size, time step, inputs), shown under the title.
+    accuracy : (dict, FigureItem or None), optional
+        For a simulated movie: the run's figures against the simulation's truth, and a plot.
     """
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -107,6 +110,14 @@ def render(title: str, notes: Sequence[str], summary: dict, figures: Sequence[Fi
         parts.append("<div class='notes' id='notes'><strong>Note</strong><ul>"
                      + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul></div>")
     parts.append("<h2>Summary</h2>" + key_value_html(summary))
+    if accuracy is not None:
+        items, fig = accuracy
+        parts.append("<h2 id='accuracy'>Accuracy against the simulation's truth</h2>"
+                     "<p>This movie was simulated, so its right answers are known: what the "
+                     "workflow found, compared with them.</p>" + key_value_html(items))
+        if fig is not None:
+            parts.append(f"<figure><img src='{data_uri(fig.png)}' alt='{html.escape(fig.title)}'>"
+                         f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
     for fig in figures:
         parts.append(
             f"<h2 id='{html.escape(fig.name)}'>{html.escape(fig.title)}</h2><figure>"
