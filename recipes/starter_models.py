@@ -48,8 +48,11 @@ from cellspot.starter import MODELS, STARTER_DIR, export_checkpoint  # noqa: E40
 ROLES = {"cells": ["nucleus", "cytoplasm", "rna"], "spots": ["rna"]}
 PROFILES = {
     # iterations per model, images per iteration, learning rate, mixed precision
-    "cpu": {"cells": 1200, "spots": 1200, "batch_size": 4, "lr": 4e-4, "amp": False},
-    "gpu": {"cells": 12000, "spots": 12000, "batch_size": 8, "lr": 4e-4, "amp": True},
+    # (crop: random training crops in px; a 2-core CPU runs ~1.9 s per iteration of either)
+    "cpu": {"cells": 1100, "spots": 900, "batch_size": 4, "lr": 4e-4, "amp": False,
+            "crop": {"cells": 192, "spots": 128}},
+    "gpu": {"cells": 12000, "spots": 12000, "batch_size": 8, "lr": 4e-4, "amp": True,
+            "crop": {"cells": 256, "spots": 256}},
 }
 TRAIN_SEED0, BENCH_SEED0 = 1000, 9000
 
@@ -113,9 +116,9 @@ def default_preprocess() -> dict:
     return cfg["preprocess"]["channels"]
 
 
-def movie_inputs(model: str, cfg: SimulationConfig, seed: int, preprocess: dict):
+def movie_inputs(model: str, cfg: SimulationConfig, seed: int, preprocess: dict, movie=None):
     """(inputs (T, C, Z, Y, X), labels, movie) of one simulated movie, as the workflow sees it."""
-    movie = simulate_movie(cfg, seed=seed)
+    movie = movie if movie is not None else simulate_movie(cfg, seed=seed)
     img, labels = coco.simulation_volumes(movie, model, ROLES[model],
                                           spot_radius=max(2.0, 1.5 * cfg.psf_sigma[1]),
                                           preprocess=preprocess,
@@ -123,23 +126,32 @@ def movie_inputs(model: str, cfg: SimulationConfig, seed: int, preprocess: dict)
     return img, labels, movie
 
 
-def build_training_set(model: str, n_movies: int, out: Path, preprocess: dict) -> dict:
-    """COCO training set from ``n_movies`` random movies; returns its description."""
+def training_movies(n_movies: int) -> list:
+    """The ``n_movies`` random training movies (seeds 1000 + k), simulated once for both models."""
+    movies = []
+    for k in range(n_movies):
+        seed = TRAIN_SEED0 + k
+        cfg = random_simulation(np.random.default_rng(seed))
+        movies.append((seed, cfg, simulate_movie(cfg, seed=seed)))
+        if (k + 1) % 10 == 0:
+            log(f"{k + 1}/{n_movies} training movies simulated")
+    return movies
+
+
+def build_training_set(model: str, movies: list, out: Path, preprocess: dict) -> dict:
+    """COCO training set of ``model`` from the training movies; returns its description."""
     z_step = 2
     settings = []
+    n_movies = len(movies)
 
     def gen():
-        for k in range(n_movies):
-            seed = TRAIN_SEED0 + k
-            cfg = random_simulation(np.random.default_rng(seed))
+        for k, (seed, cfg, movie) in enumerate(movies):
             settings.append({"seed": seed, **cfg.model_dump(mode="json")})
-            img, labels, _ = movie_inputs(model, cfg, seed, preprocess)
+            img, labels, _ = movie_inputs(model, cfg, seed, preprocess, movie)
             rng = np.random.default_rng(seed)
             for t in range(img.shape[0]):
                 yield from coco.volume_slices(img[t], {c: v[t] for c, v in labels.items()},
                                               f"m{k:03d}t{t}", z_step, 0.1, rng)
-            if (k + 1) % 5 == 0:
-                log(f"{model}: {k + 1}/{n_movies} training movies simulated")
 
     paths = coco.write_coco(gen(), list(coco_categories(model)), out, val_fraction=0.0)
     doc = json.loads(Path(paths["train"]).read_text())
@@ -242,22 +254,24 @@ def benchmark(model: str, paths: dict, movies, preprocess: dict, threshold: floa
 # --------------------------------------------------------------------------- recipe
 
 
-def train_one(model: str, args, profile: dict, preprocess: dict) -> dict:
+def train_one(model: str, args, profile: dict, preprocess: dict, movies: list,
+              simulation_time: dict) -> dict:
     from cellspot.segment_models import default_config_path
     from cellspot.segment_train import train_model
 
     work = Path(args.work) / model
     t0, c0 = time.time(), cpu_seconds()
-    data = build_training_set(model, args.movies, work / "coco", preprocess)
+    data = build_training_set(model, movies, work / "coco", preprocess)
     log(f"{model}: {data['slices']} training slices, {data['instances']} instances "
         f"({time.time() - t0:.0f} s)")
     t1, c1 = time.time(), cpu_seconds()
     iters = int(args.iters or profile[model])
+    crop = int(args.crop_size or profile["crop"][model]) or None
     paths = train_model(model, work / "coco", work / "model", threads=args.threads,
                         max_iters=iters, batch_size=profile["batch_size"], lr=profile["lr"],
                         checkpoint_interval=max(50, iters // 4), val_interval=0,
                         log_interval=max(1, iters // 100), amp=profile["amp"], seed=0,
-                        num_workers=0, crop_size=args.crop_size or None, device=args.device)
+                        num_workers=0, crop_size=crop, device=args.device)
     train_s, train_cpu = time.time() - t1, cpu_seconds() - c1
     log(f"{model}: trained {iters} iterations in {train_s / 60:.1f} min")
     bench = benchmark(model, paths, benchmark_movies(args.bench_movies), preprocess)
@@ -267,10 +281,11 @@ def train_one(model: str, args, profile: dict, preprocess: dict) -> dict:
         "recipe": "recipes/starter_models.py",
         "command": " ".join(sys.argv),
         "config": str(default_config_path(model).relative_to(ROOT)),
-        "training_data": {k: v for k, v in data.items() if k != "movie_settings"},
+        "training_data": {**{k: v for k, v in data.items() if k != "movie_settings"},
+                          **simulation_time},
         "training": {"iterations": iters, "batch_size": profile["batch_size"],
                      "lr": profile["lr"], "amp": profile["amp"], "seed": 0,
-                     "crop_size": args.crop_size, "device": args.device or "auto",
+                     "crop_size": crop, "device": args.device or "auto",
                      "threads": args.threads, "wall_min": round(train_s / 60, 1),
                      "cpu_min": round(train_cpu / 60, 1),
                      "data_wall_min": round((t1 - t0) / 60, 1),
@@ -314,7 +329,8 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, help="training iterations (default: the profile's)")
     p.add_argument("--movies", type=int, default=40, help="simulated training movies")
     p.add_argument("--bench-movies", type=int, default=3, help="random held-out movies")
-    p.add_argument("--crop-size", type=int, default=0, help="random training crops (px)")
+    p.add_argument("--crop-size", type=int, default=0,
+                   help="random training crops (px; default: the profile's)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--install", action="store_true",
                    help="copy improved models into src/cellspot/starter_models/")
@@ -324,9 +340,13 @@ def main(argv=None) -> int:
     cuda = torch.cuda.is_available() if args.device is None else args.device.startswith("cuda")
     profile = PROFILES[args.profile or ("gpu" if cuda else "cpu")]
     preprocess = default_preprocess()
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
+    movies = training_movies(args.movies)
+    sim_min = {"simulation_wall_min": round((time.time() - t0) / 60, 1),
+               "simulation_cpu_min": round((cpu_seconds() - c0) / 60, 1)}
+    log(f"training movies simulated in {sim_min['simulation_wall_min']} min")
     for model in args.models:
-        built = train_one(model, args, profile, preprocess)
+        built = train_one(model, args, profile, preprocess, movies, sim_min)
         if args.install:
             install(model, built["dir"])
     log(f"done in {(time.time() - t0) / 60:.1f} min, CPU {cpu_seconds() / 60:.1f} min")

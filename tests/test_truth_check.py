@@ -28,7 +28,7 @@ def _outputs(movie, tmp_path, drop_cell=None, extra_spots=0):
     omezarr.write_labels(p["cells"], cells, meta, "cells")
     omezarr.write_labels(p["nuclei"], np.asarray(movie.nuclei), meta, "nuclei")
     omezarr.write_labels(p["cells_tracked"], cells, meta, "cells_tracked")
-    img = omezarr.create_image(tmp_path / "pre.ome.zarr", (1, 1, 1, 4, 4), "float32", meta)
+    img = omezarr.create_image(tmp_path / "pre.ome.zarr", (1, 3, 1, 4, 4), "float32", meta)
     img[...] = 0
     spots.to_parquet(tmp_path / "spots.parquet")
     tb["cell_tracks"].to_parquet(tmp_path / "cell_tracks.parquet")

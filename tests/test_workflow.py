@@ -179,3 +179,21 @@ def test_config_schema_rejects_bad_keys_by_name(tmp_path, small_movie_files, upd
 def test_lint_is_clean(workdir):
     proc = snakemake(workdir, "--lint", "-n")
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_renamed_channels_train_from_simulated_data_by_role(tmp_path, small_movie_files):
+    """A movie whose stains have their own names: the simulated training movie is looked up
+    by role (nucleus, cytoplasm, rna), not by the user's channel names."""
+    sim = {"n_timepoints": 1, "shape": [8, 64, 64], "n_cells": 2, "n_divisions": 0}
+    models = {m: {"checkpoint": "", "training_data": {"simulation": sim, "z_step": 4}}
+              for m in ("cells", "spots")}
+    wd = make_workdir(tmp_path, {"a": small_movie_files / "movie.ome.tif"},
+                      channels={"nucleus": "nuclei_DAPI", "cytoplasm": "cytoplasm_stain",
+                                "rna": "RNA_spots"},
+                      segment={"models": models})
+    snakemake(wd, "models/cells/coco", "models/spots/coco")
+    for model, n_channels in (("cells", 3), ("spots", 1)):
+        train = json.loads((wd / "models" / model / "coco" / "train.json").read_text())
+        assert train["annotations"], model
+        img = np.load(wd / "models" / model / "coco" / train["images"][0]["file_name"])
+        assert img.shape[-1] == n_channels

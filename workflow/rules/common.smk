@@ -42,9 +42,8 @@ def batch_info(wildcards):
 
 
 def batch_truth(wildcards):
-    """The truth folder of a simulated movie ([] for a real one)."""
-    truth = BATCHES[wildcards.batch].truth
-    return [truth] if truth else []
+    """The truth folder of a simulated movie ("" for a real one)."""
+    return BATCHES[wildcards.batch].truth or ""
 
 
 def batch_movie(wildcards):
