@@ -429,10 +429,11 @@ def test_semantic_head_variant_trains_and_writes_its_map(tmp_path):
 def test_missing_or_incompatible_checkpoint(spot_model, cell_model, tmp_path):
     _, _, spots = spot_model
     _, cells = cell_model
-    with pytest.raises(SegmentError, match="not found: train the model"):
-        Segmenter(spots["config"], tmp_path / "none.pth")
-    with pytest.raises(SegmentError, match="does not fit the model"):
-        Segmenter(spots["config"], cells["checkpoint"])
+    with pytest.raises(SegmentError, match=r"segment\.models\.spots\.checkpoint: .* not found"):
+        Segmenter(spots["config"], tmp_path / "none.pth", model="spots")
+    with pytest.raises(SegmentError, match=r"segment\.models\.spots\.checkpoint: .*does not "
+                       r"fit the model.*segment\.models\.spots\.checkpoint_config"):
+        Segmenter(spots["config"], cells["checkpoint"], model="spots")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(SegmentError, match="not a readable PyTorch checkpoint"):
