@@ -146,6 +146,17 @@ def test_instances_map_back_from_every_rotation_and_reflection():
     assert [dihedral(mask, k).shape for k in range(8)].count((w, h)) == 4
 
 
+def test_mostly_hidden_instance_is_a_duplicate_and_dropped():
+    big = Instance(0, 0.9, 0, 0, np.ones((10, 10), bool))
+    dup = Instance(0, 0.6, 1, 1, np.ones((10, 10), bool))    # 19 of 100 pixels visible
+    other = Instance(0, 0.5, 0, 12, np.ones((10, 5), bool))  # beside: all visible
+    lab, scores = paint_instances([dup, big, other], (12, 20))
+    assert sorted(np.unique(lab)) == [0, 1, 2] and list(scores) == [0.9, 0.5]
+    assert (lab[10:, :] == 0).all()  # the duplicate's rim is background, not a sliver
+    lab, scores = paint_instances([dup, big, other], (12, 20), min_visible=0)
+    assert len(scores) == 3
+
+
 def test_fused_instances_vote_on_masks_and_average_scores():
     from cellspot.segment_infer import fuse_instances
 
@@ -164,7 +175,7 @@ def test_fused_instances_vote_on_masks_and_average_scores():
     main = fused[0]
     assert main.label == 0 and main.score == pytest.approx((0.9 + 7 * 0.7) / 8)
     lab, _ = paint_instances([main], (20, 20))
-    ref, _ = paint_instances([disc(10, 10, 3, 1), disc(10, 11, 3, 1)], (20, 20))
+    ref, _ = paint_instances([disc(10, 10, 3, 1), disc(10, 11, 3, 1)], (20, 20), min_visible=0)
     assert (lab > 0).sum() >= 25 and ((lab > 0) <= (ref > 0)).all()  # within the union
     assert sorted(round(f.score, 3) for f in fused[1:]) == [round(0.6 / 8, 3), 0.1]
     assert fuse_instances([[], []]) == []

@@ -61,9 +61,16 @@ class Instance:
     mask: np.ndarray  # bool, shape of its box
 
 
-def paint_instances(instances: Sequence[Instance], shape: tuple[int, int]
-                    ) -> tuple[np.ndarray, np.ndarray]:
+MIN_VISIBLE = 0.5  # an instance mostly under better ones is a duplicate detection
+
+
+def paint_instances(instances: Sequence[Instance], shape: tuple[int, int],
+                    min_visible: float = MIN_VISIBLE) -> tuple[np.ndarray, np.ndarray]:
     """Label image of instances, the higher score on top; ids 1.. in order of decreasing score.
+
+    An instance of which less than ``min_visible`` of its mask stays visible is dropped: box NMS
+    lets through near-duplicate masks, whose uncovered rims would otherwise become slivers
+    (and, stitched through z, extra objects). Its rim becomes background.
 
     Returns
     -------
@@ -80,6 +87,12 @@ def paint_instances(instances: Sequence[Instance], shape: tuple[int, int]
         view = labels[inst.y0:inst.y0 + h, inst.x0:inst.x0 + w]
         view[inst.mask[:view.shape[0], :view.shape[1]]] = rank + 1
     scores = np.array([instances[i].score for i in order], float)
+    visible = np.bincount(labels.ravel(), minlength=len(order) + 1)[1:]
+    if min_visible > 0 and len(order):
+        area = np.array([instances[i].mask.sum() for i in order], float)
+        hidden = visible < min_visible * np.maximum(area, 1)
+        if hidden.any():
+            labels[hidden[np.maximum(labels - 1, 0)] & (labels > 0)] = 0
     present = np.bincount(labels.ravel(), minlength=len(order) + 1)[1:] > 0
     if not present.all():
         remap = np.zeros(len(order) + 1, np.int32)
