@@ -77,7 +77,8 @@ def test_config_overrides_and_depth():
     assert cfg.model.test_cfg.rcnn.max_per_img == 7
     assert cfg.model.test_cfg.rcnn.score_thr == 0.05  # untouched sibling kept
     assert cfg.train_cfg.max_iters == 11
-    assert cfg.model.backbone.depth == 50 and cfg.model.neck.in_channels[-1] == 2048
+    # the half-width cells ResNet (32 base channels): a ResNet-50 of it ends in 1024 channels
+    assert cfg.model.backbone.depth == 50 and cfg.model.neck.in_channels[-1] == 1024
     spots = load_model_config(default_config_path("spots"), depth=50)
     assert spots.model.neck.in_channels == [256, 512]  # 2-stage backbone
     with pytest.raises(SegmentError, match="no such model config"):

@@ -33,6 +33,7 @@ from cellspot.provenance import code_fingerprint
 from cellspot.smk import scaled_mem
 BATCHES = {batches!r}
 TARGETS = []
+batch_truth = lambda wildcards: ""  # no simulated truth
 wildcard_constraints:
     batch="|".join(BATCHES)
 include: {rules!r}

@@ -9,7 +9,7 @@
 #            -> results/{batch}/report/truth_check.{json,csv}, figures/rna_vs_truth.png;
 #               the report shows it as its accuracy section
 #
-# Needs from common.smk: BATCHES, TARGETS, code_fingerprint.
+# Needs from common.smk: BATCHES, TARGETS, code_fingerprint, batch_truth.
 
 REPORT = config.get("report") or {}  # unset keys take the ReportConfig defaults
 REPORT_CODE = code_fingerprint("report.build", "report.tables", "report.stats",
@@ -19,12 +19,12 @@ REPORT_CODE = code_fingerprint("report.build", "report.tables", "report.stats",
 rule truth_check:
     input:
         truth=batch_truth,
-        cells=rules.merge.output.cells,
-        nuclei=rules.merge.output.nuclei,
-        spots=rules.merge.output.spot_table,
-        cells_tracked=rules.track.output.tracked_labels,
-        cell_tracks=rules.track.output.cell_tracks,
-        ctc_dir=rules.track.output.ctc,
+        cells="results/{batch}/labels/cells.zarr",
+        nuclei="results/{batch}/labels/nuclei.zarr",
+        spots="results/{batch}/tables/spots.parquet",
+        cells_tracked="results/{batch}/labels/cells_tracked.zarr",
+        cell_tracks="results/{batch}/tables/cell_tracks.parquet",
+        ctc_dir="results/{batch}/track/ctc",
         drift="results/{batch}/drift.csv",
         image="results/{batch}/preprocessed.ome.zarr",
     output:
@@ -47,17 +47,12 @@ rule truth_check:
         "../scripts/truth_check.py"
 
 
-def report_truth_check(wildcards):
-    """A simulated movie's report shows the run against the truth (rule truth_check)."""
-    if not batch_truth(wildcards):
-        return {}
-    out = rules.truth_check.output
-    return {"truth_check": out.json, "truth_check_png": out.png}
-
-
 rule report:
     input:
-        unpack(report_truth_check),
+        # a simulated movie's report shows the run against its truth (rule truth_check)
+        unpack(lambda w: {"truth_check": rules.truth_check.output.json,
+                          "truth_check_png": rules.truth_check.output.png}
+               if batch_truth(w) else {}),
         cells="results/{batch}/tables/cells.parquet",
         nuclei="results/{batch}/tables/nuclei.parquet",
         spots="results/{batch}/tables/spots.parquet",
