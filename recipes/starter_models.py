@@ -185,17 +185,6 @@ def _sum(results) -> MatchResult:
                        sum(r.fn for r in results))
 
 
-def _points(a) -> np.ndarray:
-    return np.asarray(a, float).reshape(-1, 2)
-
-
-def _spot_match(truth, pred) -> MatchResult:
-    truth, pred = _points(truth), _points(pred)
-    if len(truth) == 0 or len(pred) == 0:
-        return MatchResult(0, len(pred), len(truth))
-    return spot_f1(truth, pred, 3.0)
-
-
 def _centres(labels: np.ndarray) -> np.ndarray:
     from scipy import ndimage as ndi
 
@@ -228,10 +217,10 @@ def benchmark(model: str, paths: dict, movies, preprocess: dict, threshold: floa
                 else:
                     truth = _centres(labels["spot"][t, z])
                     res.setdefault("maskrcnn", []).append(
-                        _spot_match(truth, tables[z][["y", "x"]].to_numpy()))
+                        spot_f1(truth, tables[z][["y", "x"]].to_numpy(), 3.0))
                     det = spots_classic.detect_spots_log(x[t, z, ..., 0], cfg.psf_sigma[1])
                     res.setdefault("log_otsu", []).append(
-                        _spot_match(truth, det[["y", "x"]].to_numpy()))
+                        spot_f1(truth, det[["y", "x"]].to_numpy(), 3.0))
         summary = {}
         for k, v in res.items():
             m = _sum(v).as_dict()

@@ -102,14 +102,23 @@ def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndar
     return iou[np.ix_(t_keep, p_keep)], t_ids[t_keep], p_ids[p_keep]
 
 
-def match_instances(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> MatchResult:
-    """Instance matching counts at an IoU threshold (one-to-one, Hungarian on IoU)."""
+def matched_pairs(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5):
+    """One-to-one (Hungarian on IoU) pairs of truth and predicted ids with IoU >= threshold.
+
+    Returns ``(truth_ids, pred_ids, ious, n_truth, n_pred)``.
+    """
     iou, t_ids, p_ids = iou_matrix(truth, pred)
     if iou.size == 0:
-        return MatchResult(0, len(p_ids), len(t_ids))
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0), len(t_ids), len(p_ids)
     r, c = linear_sum_assignment(-iou)
-    tp = int(np.sum(iou[r, c] >= iou_threshold))
-    return MatchResult(tp=tp, fp=len(p_ids) - tp, fn=len(t_ids) - tp)
+    keep = iou[r, c] >= iou_threshold
+    return t_ids[r[keep]], p_ids[c[keep]], iou[r, c][keep], len(t_ids), len(p_ids)
+
+
+def match_instances(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> MatchResult:
+    """Instance matching counts at an IoU threshold (one-to-one, Hungarian on IoU)."""
+    t_ids, _, _, n_truth, n_pred = matched_pairs(truth, pred, iou_threshold)
+    return MatchResult(tp=len(t_ids), fp=n_pred - len(t_ids), fn=n_truth - len(t_ids))
 
 
 def average_precision(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> float:

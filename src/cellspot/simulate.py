@@ -461,8 +461,13 @@ def write_simulation(movie: SimulatedMovie, outdir: str | Path) -> Path:
 
 
 def load_truth(outdir: str | Path) -> dict:
-    """Read the ``truth/`` folder written by :func:`write_simulation`."""
-    truth = Path(outdir) / "truth"
+    """Read the ``truth/`` folder written by :func:`write_simulation` into ``outdir``."""
+    return read_truth_folder(Path(outdir) / "truth")
+
+
+def read_truth_folder(truth: str | Path) -> dict:
+    """Read a truth folder itself: labels, tables (``cells_table`` = cells.csv) and ``info``."""
+    truth = Path(truth)
     out = {name: tifffile.imread(truth / f"{name}.tif") for name in ("cells", "nuclei")}
     for name in ("spots", "lineage", "drift", "cells_table"):
         out[name] = pd.read_csv(truth / f"{'cells' if name == 'cells_table' else name}.csv")

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
 from cellspot.errors import InputError
-from cellspot.metrics import iou_matrix, spot_f1
+from cellspot.metrics import average_precision, matched_pairs, spot_f1
 from cellspot.omezarr import atomic_output, open_array, read_meta, write_text_atomic
 
 SPOT_MATCH_PX = 3.0  # xy pixels; spots further apart than this are not a match
@@ -33,42 +32,21 @@ RNA_COLUMNS = ["t", "true_cell", "label", "iou", "rna_true", "rna_found", "error
 
 
 def read_truth(truth_dir: str | os.PathLike) -> dict:
-    """Labels, spots, lineage, drift and per-cell counts of a ``truth/`` folder."""
-    import tifffile
+    """A ``truth/`` folder (:func:`cellspot.simulate.read_truth_folder`), checked first."""
+    from cellspot.simulate import read_truth_folder
 
     d = Path(truth_dir)
-    need = ["cells.tif", "nuclei.tif", "spots.csv", "lineage.csv", "drift.csv", "cells.csv"]
+    need = ["cells.tif", "nuclei.tif", "spots.csv", "lineage.csv", "drift.csv", "cells.csv",
+            "simulation.json"]
     missing = [n for n in need if not (d / n).is_file()]
     if missing:
         raise InputError(f"{d}: not a cellspot simulation truth folder ({missing[0]} missing)")
-    out = {n: tifffile.imread(d / f"{n}.tif") for n in ("cells", "nuclei")}
-    for n in ("spots", "lineage", "drift"):
-        out[n] = pd.read_csv(d / f"{n}.csv")
-    out["cell_table"] = pd.read_csv(d / "cells.csv")
-    return out
-
-
-def matched_objects(truth: np.ndarray, pred: np.ndarray, threshold: float = 0.5):
-    """One-to-one (Hungarian on IoU) pairs of truth and predicted ids with IoU >= threshold.
-
-    Returns ``(truth_ids, pred_ids, ious, n_truth, n_pred)``.
-    """
-    iou, t_ids, p_ids = iou_matrix(truth, pred)
-    if iou.size == 0:
-        return np.zeros(0, int), np.zeros(0, int), np.zeros(0), len(t_ids), len(p_ids)
-    r, c = linear_sum_assignment(-iou)
-    keep = iou[r, c] >= threshold
-    return t_ids[r[keep]], p_ids[c[keep]], iou[r, c][keep], len(t_ids), len(p_ids)
+    return read_truth_folder(d)
 
 
 def ap_per_frame(truth: np.ndarray, pred: np.ndarray) -> list[float]:
     """AP@0.5 of every frame of ``(T, Z, Y, X)`` label movies."""
-    out = []
-    for t in range(truth.shape[0]):
-        tp_ids, _, _, nt, npred = matched_objects(truth[t], np.asarray(pred[t]))
-        d = nt + npred - len(tp_ids)
-        out.append(len(tp_ids) / d if d else 1.0)
-    return out
+    return [average_precision(truth[t], np.asarray(pred[t])) for t in range(truth.shape[0])]
 
 
 def spot_match(truth: pd.DataFrame, pred: pd.DataFrame, voxel_size) -> dict:
@@ -78,9 +56,6 @@ def spot_match(truth: pd.DataFrame, pred: pd.DataFrame, voxel_size) -> dict:
     for t in sorted(set(truth["t"]) | set(pred["t"])):
         a = truth.loc[truth["t"] == t, ["z", "y", "x"]].to_numpy(float)
         b = pred.loc[pred["t"] == t, ["z", "y", "x"]].to_numpy(float)
-        if len(a) == 0 or len(b) == 0:
-            fp, fn = fp + len(b), fn + len(a)
-            continue
         m = spot_f1(a, b, SPOT_MATCH_PX * scale[2], scale=tuple(scale))
         tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
     f1 = 2 * tp / max(2 * tp + fp + fn, 1)
@@ -94,10 +69,10 @@ def rna_per_cell(truth: dict, cells: np.ndarray, spots: pd.DataFrame) -> pd.Data
     The count is the merge stage's: spots of ``spots.parquet`` whose ``cell_id`` is the cell.
     """
     rows = []
-    ref = truth["cell_table"].set_index(["t", "cell_id"])["n_spots"]
+    ref = truth["cells_table"].set_index(["t", "cell_id"])["n_spots"]
     found = spots[spots["cell_id"] > 0].groupby(["t", "cell_id"]).size()
     for t in range(truth["cells"].shape[0]):
-        t_ids, p_ids, ious, _, _ = matched_objects(truth["cells"][t], np.asarray(cells[t]))
+        t_ids, p_ids, ious, _, _ = matched_pairs(truth["cells"][t], np.asarray(cells[t]))
         for a, b, iou in zip(t_ids, p_ids, ious):
             true_n = int(ref.get((t, int(a)), 0))
             got = int(found.get((t, int(b)), 0))
