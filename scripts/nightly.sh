@@ -23,13 +23,26 @@ if ! flock -n 9; then
   echo "[nightly $stamp] another nightly run is active (results/nightly/.lock); not starting" >&2
   exit 75
 fi
-# Our flock proves no other run is alive, so a Snakemake lock left by a killed run is stale.
-"$PY" -m snakemake -s "$ROOT/Snakefile" --unlock >/dev/null 2>&1 || true
+# Our flock proves no other *nightly* run is alive; a Snakemake started by hand in this folder
+# holds Snakemake's lock without ours, so look for one before calling a lock stale. (Only this
+# host is seen: a run by hand on another login node is not, and then Snakemake's lock stops us.)
+if active=$("$PY" -m cellspot.cli runs --directory "$WORKDIR"); then
+  "$PY" -m snakemake -s "$ROOT/Snakefile" --unlock >/dev/null 2>&1 || true
+else
+  echo "[nightly $stamp] a Snakemake run is active in $WORKDIR (pid $(echo $active)); not starting" >&2
+  exit 75
+fi
 
 echo "[nightly $stamp] starting: $(date -Is), profile $PROFILE" >&2
 "$PY" -m snakemake -s "$ROOT/Snakefile" --profile "$ROOT/$PROFILE" --keep-going \
   --rerun-incomplete "$@" >"results/nightly/$stamp.snakemake.log" 2>&1
 rc=$?
 "$PY" -m cellspot.cli status --output "results/nightly/$stamp.status.tsv"
-echo "[nightly $stamp] snakemake exit $rc; status in results/nightly/$stamp.status.tsv" >&2
+src=$?
+if [ -f "results/nightly/$stamp.status.tsv" ]; then
+  echo "[nightly $stamp] snakemake exit $rc; status in results/nightly/$stamp.status.tsv" >&2
+else  # status could not even read the batches (its error is above)
+  echo "[nightly $stamp] snakemake exit $rc; no status table (cellspot status exit $src)" >&2
+  exit 1
+fi
 [ "$rc" -eq 0 ] || exit 1

@@ -11,7 +11,7 @@ import zarr
 
 from cellspot import merge
 from cellspot.metrics import average_precision, iou_matrix
-from cellspot.omezarr import ImageMeta, create_image, open_array, read_attrs
+from cellspot.omezarr import ImageMeta, OmeZarrError, create_image, open_array, read_attrs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QCANET = DATA / "nuclei3d_qcanet" / "instances_derived" / "8_cell_stage.tif"
@@ -415,7 +415,7 @@ def test_broken_chain_of_one_spot_merged_after_localisation():
     assert len(apart) == 2
 
 
-def test_run_merge_timepoint_without_segmentation_and_shape_mismatch(tmp_path):
+def test_run_merge_uncovered_timepoint_and_shape_mismatch(tmp_path):
     meta = ImageMeta(("nucleus", "cytoplasm", "rna"), (0.5, 0.2, 0.2))
     image = tmp_path / "img.ome.zarr"
     create_image(image, (2, 3, 6, 16, 16), np.float32, meta)
@@ -426,11 +426,10 @@ def test_run_merge_timepoint_without_segmentation_and_shape_mismatch(tmp_path):
                  pd.DataFrame({"t": [], "class": []}), 0, 1)
     labels = {n: tmp_path / "out" / f"{n}.zarr" for n in merge.LABEL_NAMES}
     tables = {n: tmp_path / "out" / f"{n}.parquet" for n in merge.TABLE_NAMES}
-    merge.run_merge([block], image, labels, tables)
-    lab = np.asarray(open_array(labels["cells"]))
-    assert lab[0].max() == 1 and not lab[1].any()
-    assert pd.read_parquet(tables["cells"])["t"].tolist() == [0]
-    assert len(pd.read_parquet(tables["spots"])) == 0
+    # fewer timepoints segmented than the image has (a movie that grew after planning)
+    with pytest.raises(OmeZarrError, match=r"does not cover 1 of them \(t = 1\.\.1\)"):
+        merge.run_merge([block], image, labels, tables)
+    assert not any(p.exists() for p in [*labels.values(), *tables.values()])
 
     small = tmp_path / "small.zarr"
     _write_block(small, {"cell": cells[:, :, :8, :8]}, pd.DataFrame({"t": [], "class": []}),

@@ -386,7 +386,7 @@ def test_snakemake_rule_runs(tmp_path):
         f"sys.path.insert(0, {str(REPO / 'src')!r})\n"
         "from cellspot.provenance import code_fingerprint\n"
         "TARGETS = []\n"
-        "from cellspot.smk import scaled_mem\n"
+        "from cellspot.smk import scaled_mem, without_resources\n"
         f"include: {str(REPO / 'workflow/rules/preprocess.smk')!r}\n"
         "rule all:\n    input: expand(TARGETS, batch=['b1'])\n")
     res = subprocess.run(

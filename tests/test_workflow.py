@@ -15,13 +15,13 @@ from workflow_helpers import (REPO, copy_movie, deep_update, make_workdir, plann
                               snakemake, update_config)
 
 # Jobs per batch, per rule, in DAG order (one block of timepoints: segment_infer runs per model).
-PER_BATCH = {"ingest": 1, "preprocess": 1, "segment_infer": 2, "merge": 1, "track": 1,
-             "report": 1, "view": 1, "provenance": 1}
+PER_BATCH = {"ingest": 1, "preprocess": 1, "drift_plot": 1, "segment_infer": 2, "merge": 1,
+             "track": 1, "report": 1, "view": 1, "provenance": 1}
 # Jobs shared by all batches.
 SHARED = {"segment_coco": 2, "segment_train": 2, "summary": 1, "all": 1}
 AFTER = {  # what a change of a stage's setting must re-run (per batch), and nothing else
-    "preprocess": ["preprocess", "segment_infer", "merge", "track", "report", "view",
-                   "provenance"],
+    "preprocess": ["preprocess", "drift_plot", "segment_infer", "merge", "track", "report",
+                   "view", "provenance"],
     "merge": ["merge", "track", "report", "view", "provenance"],
     "track": ["track", "report", "view", "provenance"],
 }

@@ -30,8 +30,9 @@ STAGE_SNAKEFILE = """
 import sys
 sys.path.insert(0, {src!r})
 from cellspot.provenance import code_fingerprint
-from cellspot.smk import scaled_mem
+from cellspot.smk import scaled_mem, without_resources
 BATCHES = {batches!r}
+processed_elsewhere = lambda: []  # noqa: E731 - no batch outside BATCHES
 TARGETS = []
 batch_truth = lambda wildcards: ""  # no simulated truth
 wildcard_constraints:

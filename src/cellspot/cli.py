@@ -1,4 +1,4 @@
-"""Command-line interface: ``cellspot simulate | ingest | preprocess | merge | report | batches | status | demo``."""
+"""Command-line interface: ``cellspot simulate | ingest | preprocess | merge | report | batches | status | runs | demo``."""
 
 from __future__ import annotations
 
@@ -52,14 +52,17 @@ def cmd_ingest(args) -> int:
     summary = ingest_movie(args.input, args.output, axes=args.axes,
                            channel_names=tuple(args.channels.split(",")) if args.channels else None,
                            voxel_size=args.voxel_size, time_interval=args.time_interval,
-                           z_block=args.z_block)
+                           z_block=args.z_block, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_batches(args) -> int:
-    for name, b in _config_batches(args.configfile).items():
+    plan = _config_batches(args.configfile)
+    for name, b in plan.batches.items():
         print(f"{name}\t{b.path}")
+    for name, why in plan.rejected.items():
+        logging.warning("batch %s skipped: %s", name, why)
     return 0
 
 
@@ -77,12 +80,23 @@ def cmd_status(args) -> int:
     from .omezarr import write_text_atomic
     from .status import status_table
 
-    table = status_table(sorted(_config_batches(args.configfile)), args.results)
+    plan = _config_batches(args.configfile)
+    table = status_table(sorted(plan.batches), args.results, plan.rejected)
     text = table.to_csv(sep="\t", index=False)
     if args.output:
         write_text_atomic(args.output, text)
     print(text, end="")
     return 0 if (table.state == "complete").all() else 1
+
+
+def cmd_runs(args) -> int:
+    """Print the PIDs of Snakemake runs alive in the folder (this host); 0 if none, else 1."""
+    from .runs import live_runs
+
+    pids = live_runs(args.directory)
+    for pid in pids:
+        print(pid)
+    return 1 if pids else 0
 
 
 def cmd_demo(args) -> int:
@@ -140,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--voxel-size", type=_floats(3), help="z,y,x in µm")
     s.add_argument("--time-interval", type=float, help="seconds")
     s.add_argument("--z-block", type=int, help="z-slices per chunk")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OME-Zarr image at OUTPUT (never another folder)")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("batches", help="list the batches the workflow would process")
@@ -151,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default="results")
     s.add_argument("--output", help="also write the table (TSV) here")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("runs", help="Snakemake runs alive in a workflow folder (this host); "
+                       "exit 1 if any")
+    s.add_argument("--directory", default=".")
+    s.set_defaults(func=cmd_runs)
 
     for name, (_, text) in STAGE_COMMANDS.items():
         s = sub.add_parser(name, help=f"{text} (see `cellspot {name} --help`)", add_help=False)

@@ -19,3 +19,7 @@ class BatchError(CellspotError):
 
 class SegmentError(CellspotError):
     """A model, checkpoint or configuration problem of the segmentation stage."""
+
+
+class RegistrationError(CellspotError):
+    """Drift estimation cannot run on the movie, or its drift table is unreadable."""

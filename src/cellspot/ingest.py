@@ -13,10 +13,36 @@ from pathlib import Path
 
 import numpy as np
 
-from .omezarr import atomic_output, create_image, default_chunks, set_contrast_limits
+from .errors import InputError
+from .omezarr import atomic_output, create_image, default_chunks, is_ome_zarr, set_contrast_limits
 from .tiffio import open_movie
 
 log = logging.getLogger(__name__)
+
+
+def check_destination(src: str | Path, dst: str | Path, overwrite: bool = False) -> None:
+    """Refuse a destination whose replacement would lose data.
+
+    The output replaces ``dst`` as a whole, so ``dst`` must not be the movie itself, a folder
+    holding it or the current folder, and an existing ``dst`` is replaced only with ``overwrite``
+    and only if it is an OME-Zarr image (never an arbitrary folder or file).
+
+    Raises
+    ------
+    InputError
+        Naming the destination and why it is refused.
+    """
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    if dst == src or dst in src.parents:
+        raise InputError(f"{dst}: the output would replace the movie {src}; choose another path")
+    if dst == Path.cwd() or dst in Path.cwd().parents:
+        raise InputError(f"{dst}: the output would replace the current folder; choose another path")
+    if dst.exists() or dst.is_symlink():
+        if not is_ome_zarr(dst):
+            raise InputError(f"{dst}: exists and is not an OME-Zarr image; not replacing it "
+                             f"(choose a new output path)")
+        if not overwrite:
+            raise InputError(f"{dst}: exists; pass --overwrite to replace it")
 
 
 def ingest_movie(
@@ -29,6 +55,7 @@ def ingest_movie(
     z_block: int | None = None,
     chunk_mb: float = 8.0,
     name: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Convert ``src`` (TIFF/OME-TIFF) into the OME-Zarr image ``dst``.
 
@@ -42,6 +69,8 @@ def ingest_movie(
         Z-slices per chunk; by default chosen so a chunk holds about ``chunk_mb`` MiB.
     name : str, optional
         Image name in the metadata (defaults to the file name).
+    overwrite : bool
+        Replace an existing OME-Zarr image at ``dst`` (see :func:`check_destination`).
 
     Returns
     -------
@@ -49,6 +78,7 @@ def ingest_movie(
         Summary: shape, dtype, chunks, channel names, voxel size, time interval, seconds.
     """
     t0 = time.perf_counter()
+    check_destination(src, dst, overwrite)
     with open_movie(src, axes, channel_names, voxel_size, time_interval) as movie:
         meta = movie.meta if name is None else type(movie.meta)(
             movie.meta.channel_names, movie.meta.voxel_size, movie.meta.time_interval, name)

@@ -29,7 +29,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from .omezarr import ImageMeta, OmeZarrError, atomic_output, create_labels, open_array, read_meta
+from .resources import without_resources
 from .segment_store import read_segmentation
 
 log = logging.getLogger(__name__)
@@ -103,13 +104,11 @@ class MergeSettings(BaseModel):
                                        "inside a cell for it to belong to that cell")
     spots: SpotSettings = Field(default_factory=SpotSettings)
 
-    RESOURCE_KEYS: ClassVar[tuple[str, ...]] = ("mem_mb", "runtime")
-
     @classmethod
     def from_config(cls, section: dict | None, spot_channel: str | int | None = None
                     ) -> "MergeSettings":
         """Settings from the config section ``merge:`` (job resources are ignored here)."""
-        d = {k: v for k, v in dict(section or {}).items() if k not in cls.RESOURCE_KEYS}
+        d = without_resources(dict(section or {}))
         if spot_channel is not None:
             d["spots"] = {**dict(d.get("spots") or {}), "channel": spot_channel}
         return cls(**d)
@@ -1436,6 +1435,13 @@ class SegmentationBlocks:
     def n_timepoints(self) -> int:
         return max((seg.t_stop for seg, _ in self.blocks), default=0)
 
+    def uncovered(self, n_timepoints: int) -> dict[str, list[int]]:
+        """Timepoints ``0..n_timepoints-1`` that no store of a class array covers, by array
+        (arrays no store has are not listed)."""
+        present = {name for seg, _ in self.blocks for name in seg.arrays}
+        return {name: gaps for name in sorted(present)
+                if (gaps := [t for t in range(n_timepoints) if self._block(t, name) is None])}
+
     def _block(self, t: int, array: str):
         for seg, p in self.blocks:
             if seg.t_start <= t < seg.t_stop and array in seg.arrays:
@@ -1476,7 +1482,8 @@ def run_merge(segmentation: Sequence[str | os.PathLike], image: str | os.PathLik
     labels_out : {"cells", "nuclei", "semantic", "spots"} -> label image path (``.zarr``)
     tables_out : {"cells", "nuclei", "spots"} -> parquet path
 
-    A timepoint without segmentation, or without objects, gives empty labels and no rows.
+    A timepoint without objects gives empty labels and no rows; a timepoint that no store of a
+    class covers is an error (the stores and the image are not of the same movie).
     """
     s = settings or MergeSettings()
     missing = (set(LABEL_NAMES) - set(labels_out)) | (set(TABLE_NAMES) - set(tables_out))
@@ -1495,6 +1502,13 @@ def run_merge(segmentation: Sequence[str | os.PathLike], image: str | os.PathLik
                            f"of {image}")
     if seg.n_timepoints > T:
         raise OmeZarrError(f"segmentation has {seg.n_timepoints} timepoints but {image} has {T}")
+    gaps = seg.uncovered(T)
+    if gaps:
+        # e.g. a movie still being copied when the jobs were planned: fewer timepoints segmented
+        name, missing = next(iter(gaps.items()))
+        raise OmeZarrError(f"{image} has {T} timepoints but the segmentation ({name}) does not "
+                           f"cover {len(missing)} of them (t = {missing[0]}..{missing[-1]}): the "
+                           f"movie changed after the jobs were planned? Run the workflow again")
     tables: dict[str, list[pd.DataFrame]] = {k: [] for k in TABLE_NAMES}
     with contextlib.ExitStack() as stack:
         arrays = {}

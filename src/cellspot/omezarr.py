@@ -11,7 +11,9 @@ no half-written store behind.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
+import math
 import os
 import shutil
 import uuid
@@ -30,6 +32,9 @@ IMAGE_AXES = "tczyx"
 LABEL_AXES = "tzyx"
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _AXIS_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
+# Physical sizes a light microscope can give, in µm: outside, the value's unit is wrong (e.g. m or
+# nm taken as µm) and every volume, speed and distance would be off by orders of magnitude.
+PLAUSIBLE_VOXEL_UM = (1e-4, 1e3)
 # Colours (hex RGB) given to channels in order: nuclear stain blue, cytoplasm green, RNA magenta.
 DEFAULT_COLORS = ("0000FF", "00FF00", "FF00FF", "FFFF00", "00FFFF", "FF0000")
 
@@ -56,6 +61,11 @@ class ImageMeta:
     name: str = "image"
     extra: dict = field(default_factory=dict, compare=False)
 
+    def __post_init__(self):
+        problem = physical_problem(self.voxel_size, self.time_interval)
+        if problem:
+            raise OmeZarrError(problem)
+
     def channel_index(self, name: str | int) -> int:
         """Index of a channel given by name or index, with a clear error when absent."""
         if isinstance(name, (int, np.integer)):
@@ -72,6 +82,32 @@ class ImageMeta:
         return self.channel_names.index(name)
 
 
+def physical_problem(voxel_size, time_interval) -> str:
+    """What is wrong with a voxel size (z, y, x in µm) and time interval (s); '' if nothing.
+
+    Each value must be a finite number > 0, and a voxel size within :data:`PLAUSIBLE_VOXEL_UM`.
+    """
+    lo, hi = PLAUSIBLE_VOXEL_UM
+    try:
+        vs = [float(v) for v in voxel_size]
+    except (TypeError, ValueError):
+        return f"voxel size {voxel_size!r} must be 3 numbers z, y, x in µm"
+    if len(vs) != 3:
+        return f"voxel size {voxel_size!r} must be 3 numbers z, y, x in µm"
+    if not all(math.isfinite(v) and v > 0 for v in vs):
+        return f"voxel size {tuple(vs)} µm: every value must be a finite number > 0"
+    if not all(lo <= v <= hi for v in vs):
+        return (f"voxel size {tuple(vs)} µm is outside {lo:g}-{hi:g} µm: is its unit right "
+                f"(values are in µm)?")
+    try:
+        dt = float(time_interval)
+    except (TypeError, ValueError):
+        return f"time interval {time_interval!r} must be a number of seconds"
+    if not (math.isfinite(dt) and dt > 0):
+        return f"time interval {dt:g} s: it must be a finite number of seconds > 0"
+    return ""
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 
@@ -85,6 +121,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # One writer per output (Snakemake's lock), so another temporary sibling is a killed job's.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        _remove(stale)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
@@ -94,10 +133,14 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             path.unlink()
         os.replace(tmp, path)
     finally:
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists() or tmp.is_symlink():
-            tmp.unlink()
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -297,6 +340,15 @@ def _open_group(path: str | os.PathLike) -> zarr.Group:
         raise OmeZarrError(f"{p}: not a readable Zarr group ({exc})") from exc
 
 
+def is_ome_zarr(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding an NGFF image or label image (multiscales)."""
+    attrs = Path(path) / ".zattrs"
+    try:
+        return Path(path).is_dir() and "multiscales" in json.loads(attrs.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def read_meta(path: str | os.PathLike) -> ImageMeta:
     """Read the :class:`ImageMeta` of an NGFF image written by :func:`create_image`."""
     group = _open_group(path)
@@ -317,13 +369,17 @@ def read_meta(path: str | os.PathLike) -> ImageMeta:
         names = ()
     extra = dict(attrs.get("cellspot", {}))
     dt = float(extra.pop("time_interval", phys.get("t", 1.0)))
-    return ImageMeta(
-        channel_names=names,
-        voxel_size=(float(phys.get("z", 1.0)), float(phys.get("y", 1.0)), float(phys.get("x", 1.0))),
-        time_interval=dt,
-        name=ms.get("name", Path(path).name),
-        extra=extra,
-    )
+    try:
+        return ImageMeta(
+            channel_names=names,
+            voxel_size=(float(phys.get("z", 1.0)), float(phys.get("y", 1.0)),
+                        float(phys.get("x", 1.0))),
+            time_interval=dt,
+            name=ms.get("name", Path(path).name),
+            extra=extra,
+        )
+    except OmeZarrError as exc:
+        raise OmeZarrError(f"{path}: {exc}") from None
 
 
 def open_array(path: str | os.PathLike, mode: str = "r") -> zarr.Array:

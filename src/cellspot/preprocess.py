@@ -41,6 +41,7 @@ import scipy.ndimage as ndi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cellspot.errors import CellspotError
+from cellspot.resources import without_resources
 from cellspot.omezarr import (
     ImageMeta,
     OmeZarrError,
@@ -489,9 +490,6 @@ def process_channel_dask(channel: da.Array, norm: tuple[float, float, float], fi
 # --------------------------------------------------------------------------- settings
 
 
-RESOURCE_KEYS = ("threads", "mem_mb", "runtime")
-
-
 class PreprocessSettings(_Model):
     """Settings of the preprocessing stage (the ``preprocess:`` config section).
 
@@ -506,7 +504,7 @@ class PreprocessSettings(_Model):
     @classmethod
     def from_config(cls, section: dict | None) -> "PreprocessSettings":
         """Settings from the ``preprocess:`` config section, minus the job's resources."""
-        section = {k: v for k, v in (section or {}).items() if k not in RESOURCE_KEYS}
+        section = without_resources(section or {})
         try:
             return cls.model_validate(section)
         except ValidationError as exc:

@@ -30,6 +30,7 @@ import scipy.fft
 import scipy.ndimage as ndi
 from pydantic import BaseModel, ConfigDict, Field
 
+from cellspot.errors import RegistrationError
 from cellspot.omezarr import atomic_output
 
 log = logging.getLogger(__name__)
@@ -396,6 +397,18 @@ def write_drift_csv(drift: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the drift table atomically."""
     with atomic_output(path) as tmp:
         drift[DRIFT_COLUMNS].to_csv(tmp, index=False, float_format="%.4f")
+
+
+def read_drift_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """The drift table written by :func:`write_drift_csv`, checked for its columns."""
+    try:
+        drift = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise RegistrationError(f"{path}: not a readable drift table ({exc})") from exc
+    missing = [c for c in DRIFT_COLUMNS if c not in drift.columns]
+    if missing:
+        raise RegistrationError(f"{path}: drift table lacks column(s) {missing}")
+    return drift
 
 
 def plot_drift(drift: pd.DataFrame, path: str | os.PathLike, title: str = "drift") -> None:

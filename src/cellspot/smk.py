@@ -9,13 +9,45 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 from typing import Callable
 
 from .errors import CellspotError
+from .resources import without_resources  # noqa: F401 - for the rules
 
 EXPECTED_ERRORS = (CellspotError, FileNotFoundError)
+
+
+def validate_config(config: dict, schema: str) -> None:
+    """Snakemake's schema validation (which also fills defaults); an invalid config stops the run
+    with one line naming the setting (Snakemake's own message prints the whole sub-schema)."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, schema)
+    except WorkflowError as exc:
+        stop(concise_validation_error(str(exc)))
+
+
+def stop(message: str) -> None:
+    """End planning with a one-line error and no traceback (a user error, in a Snakefile)."""
+    from snakemake.logging import logger
+
+    logger.error(message)
+    sys.exit(1)
+
+
+def concise_validation_error(text: str) -> str:
+    """'config: <setting>: <problem>' from a jsonschema error message as Snakemake prints it."""
+    problem = re.search(r"ValidationError: (.*)", text)
+    where = re.search(r"On instance((?:\[[^\]]*\])*)", text)
+    keys = re.findall(r"\[['\"]?([^\]'\"]*)['\"]?\]", where.group(1)) if where else []
+    setting = ".".join(keys) or "(top level)"
+    return (f"config: {setting}: {problem.group(1) if problem else text.splitlines()[-1]} "
+            f"(see config/schema/)")
 
 
 def scaled_mem(mb: int):

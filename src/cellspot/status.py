@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .batches import BATCH_NAME
+
 # The final output of each stage, relative to results/{batch}/, in DAG order.
 STAGE_OUTPUTS = (
     ("ingest", "raw.ome.zarr"),
@@ -25,13 +27,16 @@ def last_error(log: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def batch_status(results: Path, batch: str) -> dict:
-    """Stages done, the first missing stage and, if a rule log shows one, the error."""
+def batch_status(results: Path, batch: str, rejected: str = "") -> dict:
+    """Stages done, the first missing stage and the error: why the batch was rejected at
+    planning (``rejected``), or what a rule log reports."""
     root = results / batch
-    done = [name for name, out in STAGE_OUTPUTS if (root / out).exists()]
+    # a rejected name may not be a path-safe one: then it has no results to look at
+    safe = BATCH_NAME.match(batch) is not None
+    done = [name for name, out in STAGE_OUTPUTS if safe and (root / out).exists()]
     missing = [name for name, _ in STAGE_OUTPUTS if name not in done]
-    errors = []
-    for log in sorted((root / "logs").glob("*.log")) if (root / "logs").is_dir() else []:
+    errors = [f"planning: {rejected}"] if rejected else []
+    for log in sorted((root / "logs").glob("*.log")) if safe and (root / "logs").is_dir() else []:
         msg = last_error(log)
         if msg:
             errors.append(f"{log.stem}: {msg}")
@@ -40,6 +45,10 @@ def batch_status(results: Path, batch: str) -> dict:
             "next_stage": missing[0] if missing else "", "error": " | ".join(errors)}
 
 
-def status_table(batches: list[str], results: str | Path = "results") -> pd.DataFrame:
-    return pd.DataFrame([batch_status(Path(results), b) for b in batches],
-                        columns=["batch", "state", "stages_done", "next_stage", "error"])
+def status_table(batches: list[str], results: str | Path = "results",
+                 rejected: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per batch, those to process and those rejected at planning (name -> reason)."""
+    rejected = rejected or {}
+    rows = [batch_status(Path(results), b) for b in batches]
+    rows += [batch_status(Path(results), name, why) for name, why in sorted(rejected.items())]
+    return pd.DataFrame(rows, columns=["batch", "state", "stages_done", "next_stage", "error"])

@@ -16,7 +16,7 @@ import tifffile
 import zarr
 
 from .errors import InputError
-from .omezarr import ImageMeta
+from .omezarr import ImageMeta, OmeZarrError
 
 __all__ = ["InputError", "TiffMovie", "open_movie", "count_timepoints", "SUPPORTED_AXES"]
 
@@ -103,7 +103,7 @@ def _ome_meta(tif: tifffile.TiffFile, path: Path) -> dict:
             out["voxel_size"] = tuple(size)
         dt = _unit(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"), _TIME_TO_S,
                    "time", path)
-        if dt:
+        if dt is not None:
             out["time_interval"] = dt
         channels = pixels.get("Channel", [])
         channels = channels if isinstance(channels, list) else [channels]
@@ -120,7 +120,7 @@ def _ome_meta(tif: tifffile.TiffFile, path: Path) -> dict:
             xy = _unit(xy, ij.get("unit", "µm").replace("micron", "µm"), _LENGTH_TO_UM, "length",
                        path)
         out["voxel_size"] = (ij.get("spacing"), xy, xy)
-        if ij.get("finterval"):
+        if ij.get("finterval"):  # ImageJ writes 0 for "not set"
             out["time_interval"] = float(ij["finterval"])
         if isinstance(ij.get("Labels"), list) and ij.get("channels"):
             out["channel_names"] = tuple(ij["Labels"][: ij["channels"]])
@@ -238,7 +238,8 @@ def open_movie(
         log.warning("%s: %d channel names for %d channels; using c0..c%d", path, len(names), n_c,
                     n_c - 1)
         names = tuple(f"c{i}" for i in range(n_c))
-    vs = list(found.get("voxel_size") or (None, None, None))
+    vs = [_stated(v, f"{ax} pixel size", path)
+          for v, ax in zip(found.get("voxel_size") or (None, None, None), "zyx")]
     fallback = voxel_size or (1.0, 1.0, 1.0)
     for i, ax in enumerate("zyx"):
         if vs[i] is None:
@@ -246,13 +247,32 @@ def open_movie(
                 log.warning("%s: no physical %s pixel size in the file or the samples sheet; "
                             "using %g µm", path, ax, fallback[i])
             vs[i] = float(fallback[i])
-    dt = found.get("time_interval") or time_interval or 1.0
-    meta = ImageMeta(channel_names=tuple(names), voxel_size=tuple(vs), time_interval=float(dt),
-                     name=path.name.split(".")[0])
+    dt = _stated(found.get("time_interval"), "time interval", path)
+    if dt is None:
+        if time_interval is None and shape[0] > 1:
+            log.warning("%s: no time interval in the file or the samples sheet; using 1 s "
+                        "(speeds are then per frame)", path)
+        dt = 1.0 if time_interval is None else time_interval
+    try:
+        meta = ImageMeta(channel_names=tuple(names), voxel_size=tuple(vs), time_interval=float(dt),
+                         name=path.name.split(".")[0])
+    except OmeZarrError as exc:
+        tif.close()
+        raise InputError(f"{path}: {exc}") from None
     return TiffMovie(path, file_axes, shape, np.dtype(data.dtype), meta, tif, data)
 
 
-def count_timepoints(path: str | Path, axes: str | None = None) -> int:
+def _stated(value: float | None, what: str, path: Path) -> float | None:
+    """A size the file states, or None where it states none or a meaningless one (0, < 0, NaN):
+    the declared value is then used instead."""
+    if value is None or (np.isfinite(value) and value > 0):
+        return value
+    log.warning("%s: the file states a %s of %r; ignoring it", path, what, value)
+    return None
+
+
+def count_timepoints(path: str | Path, axes: str | None = None,
+                     voxel_size: tuple[float, float, float] | None = None) -> int:
     """Number of timepoints of a movie, read from its header alone (fast, for planning jobs).
 
     OME-TIFF and ImageJ files state it in their metadata; other files are opened lazily.
@@ -270,5 +290,5 @@ def count_timepoints(path: str | Path, axes: str | None = None) -> int:
                 return int(tif.imagej_metadata.get("frames", 1))
     except (KeyError, ValueError, TypeError, tifffile.TiffFileError):
         pass  # fall through to the full (lazy) open, which reports problems clearly
-    with open_movie(path, axes) as movie:
+    with open_movie(path, axes, voxel_size=voxel_size) as movie:
         return movie.shape[0]

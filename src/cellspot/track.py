@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import ctc
 from .omezarr import atomic_output
+from .resources import without_resources
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class TrackSettings(BaseModel):
     @classmethod
     def from_config(cls, section: dict | None) -> "TrackSettings":
         """Settings from the workflow's ``track:`` section (resource keys are ignored)."""
-        section = {k: v for k, v in (section or {}).items() if k not in ("mem_mb", "runtime")}
+        section = without_resources(section or {})
         return cls(**section)
 
 

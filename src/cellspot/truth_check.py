@@ -26,6 +26,7 @@ import pandas as pd
 from cellspot.errors import InputError
 from cellspot.metrics import average_precision, matched_pairs, spot_f1
 from cellspot.omezarr import atomic_output, open_array, read_meta, write_text_atomic
+from cellspot.register import read_drift_csv
 
 SPOT_MATCH_PX = 3.0  # xy pixels; spots further apart than this are not a match
 RNA_COLUMNS = ["t", "true_cell", "label", "iou", "rna_true", "rna_found", "error"]
@@ -138,7 +139,7 @@ def check_run(truth_dir: str | os.PathLike, *, cells: str, nuclei: str, cells_tr
     found = np.asarray(found[...])
     nuc = np.asarray(open_array(nuclei)[...])
     vs = read_meta(image).voxel_size
-    est = pd.read_csv(drift).set_index("t")[["dz", "dy", "dx"]]
+    est = read_drift_csv(drift).set_index("t")[["dz", "dy", "dx"]]
     resid = (est - truth["drift"].set_index("t")[["dz", "dy", "dx"]]).abs()
     spot_table = pd.read_parquet(spots)
     rna = rna_per_cell(truth, found, spot_table)

@@ -6,7 +6,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.logging import logger
-from snakemake.utils import validate
 
 # The workflow's own package (src/cellspot), whatever environment runs the Snakefile.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
@@ -15,15 +14,29 @@ from cellspot.batches import discover_batches  # noqa: E402
 from cellspot.errors import CellspotError  # noqa: E402
 from cellspot.omezarr import open_array  # noqa: E402
 from cellspot.provenance import code_fingerprint, config_files, workflow_version  # noqa: E402
-from cellspot.smk import scaled_mem  # noqa: E402
+from cellspot.smk import scaled_mem, stop, validate_config, without_resources  # noqa: E402
 from cellspot.starter import is_builtin, resolve_checkpoint, starter_files  # noqa: E402
 from cellspot.tiffio import count_timepoints  # noqa: E402
 
 
-validate(config, "../../config/schema/config.schema.yaml")
+validate_config(config, str(Path(workflow.basedir) / "config/schema/config.schema.yaml"))
 
-BATCHES = discover_batches(config["samples"] or None, config["inbox"] or None,
-                           config["inbox_marker"])
+# A bad row, a missing movie or a batch name given twice skips that batch, not the run.
+try:
+    PLAN = discover_batches(config["samples"] or None, config["inbox"] or None,
+                            config["inbox_marker"])
+except CellspotError as exc:
+    stop(str(exc))
+BATCHES = PLAN.batches
+for _name, _why in PLAN.rejected.items():
+    logger.warning(f"batch {_name} skipped: {_why}")
+
+
+def processed_elsewhere():
+    """Batches with results but no longer listed (e.g. a movie archived from the inbox): the
+    summary keeps their rows."""
+    found = Path("results").glob("*/tables/batch_summary.parquet")
+    return sorted(p.parts[1] for p in found if p.parts[1] not in BATCHES)
 
 # Per-batch final outputs; each stage's .smk adds its own, `rule all` expands them.
 TARGETS = []
@@ -57,7 +70,8 @@ def n_timepoints(batch):
     if (raw / "0" / ".zarray").exists():
         return open_array(raw).shape[0]
     try:
-        return count_timepoints(BATCHES[batch].path, BATCHES[batch].axes)
+        return count_timepoints(BATCHES[batch].path, BATCHES[batch].axes,
+                                BATCHES[batch].voxel_size)
     except CellspotError as exc:
         # Plan one block; the batch's ingest job then fails with this message, and a bad
         # movie does not stop the other batches from being planned and processed.

@@ -27,7 +27,7 @@ rule merge:
         nucleus_table="results/{batch}/tables/nuclei.parquet",
         spot_table="results/{batch}/tables/spots.parquet",
     params:
-        settings=MERGE,
+        settings=without_resources(MERGE),
         spot_channel=config["channels"]["rna"],
         code=code_fingerprint("merge", "segment_store", "omezarr", "errors"),
     log:
@@ -44,4 +44,5 @@ rule merge:
         "../scripts/merge_run.py"
 
 
-TARGETS.append("results/{batch}/tables/spots.parquet")
+# every product a user reads is a target: a deleted one is regenerated
+TARGETS.extend(map(str, rules.merge.output))

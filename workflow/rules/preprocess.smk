@@ -3,7 +3,8 @@
 #   preprocess   results/{batch}/raw.ome.zarr
 #                -> results/{batch}/preprocessed.ome.zarr (float32, normalised, drift-corrected)
 #                   results/{batch}/drift.csv (t, dz, dy, dx, quality, flagged; px, relative to t=0)
-#                   results/{batch}/drift.png (QC figure of `snakemake --report`)
+#   drift_plot   drift.csv -> results/{batch}/drift.png (QC figure of `snakemake --report`; its
+#                own rule, so a deleted figure is redrawn without recomputing anything)
 #
 # Needs from common.smk: TARGETS, code_fingerprint. Channel roles come from `channels:`.
 
@@ -16,11 +17,8 @@ rule preprocess:
     output:
         zarr=directory("results/{batch}/preprocessed.ome.zarr"),
         drift_csv="results/{batch}/drift.csv",
-        drift_png=report("results/{batch}/drift.png", caption="../report/preprocess_drift.rst",
-                         category="QC", subcategory="{batch}",
-                         labels={"batch": "{batch}", "figure": "drift estimate"}),
     params:
-        settings=PREPROCESS,
+        settings=without_resources(PREPROCESS),
         channels=config.get("channels", {}),
         code=code_fingerprint("preprocess", "register", "omezarr"),
     log:
@@ -35,6 +33,29 @@ rule preprocess:
         "../../envs/preprocess.yaml"
     script:
         "../scripts/preprocess_run.py"
+
+
+rule drift_plot:
+    input:
+        drift_csv=rules.preprocess.output.drift_csv,
+    output:
+        drift_png=report("results/{batch}/drift.png", caption="../report/preprocess_drift.rst",
+                         category="QC", subcategory="{batch}",
+                         labels={"batch": "{batch}", "figure": "drift estimate"}),
+    params:
+        code=code_fingerprint("register", "omezarr"),
+    log:
+        "results/{batch}/logs/drift_plot.log",
+    benchmark:
+        "results/{batch}/benchmarks/drift_plot.tsv"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem(500),
+        runtime=10,
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../scripts/drift_plot.py"
 
 
 TARGETS.append("results/{batch}/preprocessed.ome.zarr")

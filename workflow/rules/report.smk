@@ -13,7 +13,8 @@
 
 REPORT = config.get("report") or {}  # unset keys take the ReportConfig defaults
 REPORT_CODE = code_fingerprint("report.build", "report.tables", "report.stats",
-                               "report.coloc", "report.plots", "report.html", "omezarr")
+                               "report.coloc", "report.plots", "report.html", "omezarr",
+                               "register")
 
 
 rule truth_check:
@@ -32,7 +33,7 @@ rule truth_check:
         csv="results/{batch}/report/truth_check.csv",
         png="results/{batch}/report/figures/rna_vs_truth.png",
     params:
-        code=code_fingerprint("truth_check", "metrics", "ctc", "omezarr"),
+        code=code_fingerprint("truth_check", "metrics", "ctc", "omezarr", "register"),
     log:
         "results/{batch}/logs/truth_check.log",
     benchmark:
@@ -130,7 +131,7 @@ rule report:
             labels={"batch": "{batch}", "figure": "rna_motion"},
         ),
     params:
-        settings=REPORT,
+        settings=without_resources(REPORT),
         channels=config.get("channels", {}),
         code=REPORT_CODE,
     log:
@@ -149,7 +150,9 @@ rule report:
 
 rule summary:
     input:
-        expand("results/{batch}/tables/batch_summary.parquet", batch=sorted(BATCHES)),
+        # batches no longer listed keep their row (e.g. a movie archived from the inbox)
+        expand("results/{batch}/tables/batch_summary.parquet",
+               batch=sorted(BATCHES) + processed_elsewhere()),
     output:
         parquet=report("results/summary/batches.parquet", category="Summary",
                        caption="../report/summary.rst"),
@@ -170,5 +173,6 @@ rule summary:
         "../scripts/report_summary.py"
 
 
-TARGETS.append("results/{batch}/report/report.html")
+# every table and figure a user reads is a target: a deleted one is regenerated
+TARGETS.extend(map(str, rules.report.output))
 TARGETS.append("results/summary/batches.parquet")

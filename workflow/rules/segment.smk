@@ -51,7 +51,7 @@ rule segment_train:
         model=lambda w: w.model,
         depth=lambda w: _seg(w.model)["depth"],
         overrides=lambda w: _seg(w.model)["overrides"],
-        train=lambda w: _seg(w.model)["train"],
+        train=lambda w: without_resources(_seg(w.model)["train"]),
         code=code_fingerprint("segment_models", "segment_train"),
     log:
         f"{SEG_MODELS_DIR}/logs/segment_train_{{model}}.log",
@@ -80,7 +80,7 @@ rule segment_infer:
     params:
         model=lambda w: w.model,
         channels=lambda w: segment_channels(w.model),
-        infer=lambda w: _seg(w.model)["infer"],
+        infer=lambda w: without_resources(_seg(w.model)["infer"]),
         # what the user configured: a `builtin` checkpoint is checked against it
         model_config=lambda w: _seg(w.model)["config"],
         depth=lambda w: _seg(w.model)["depth"],

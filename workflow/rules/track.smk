@@ -29,7 +29,7 @@ rule track:
         napari="results/{batch}/track/cells.tracks.csv",
         napari_graph="results/{batch}/track/cells.tracks.graph.json",
     params:
-        settings=TRACK,
+        settings=without_resources(TRACK),
         code=code_fingerprint("track", "ctc", "omezarr"),
     log:
         "results/{batch}/logs/track.log",
@@ -45,6 +45,5 @@ rule track:
         "../scripts/track_run.py"
 
 
-TARGETS.append("results/{batch}/tables/cell_tracks.parquet")
-TARGETS.append("results/{batch}/labels/cells_tracked.zarr")
-TARGETS.append("results/{batch}/track/ctc")
+# every track product is a target: a deleted one is regenerated
+TARGETS.extend(map(str, rules.track.output))

@@ -12,7 +12,7 @@ def main(smk):
     limit_heap_growth()  # keep resident memory close to the live chunks
     config = {"preprocess": smk.params.settings, "channels": smk.params.channels}
     preprocess_from_config(smk.input.zarr, smk.output.zarr, config, threads=smk.threads,
-                           drift_csv=smk.output.drift_csv, drift_png=smk.output.drift_png)
+                           drift_csv=smk.output.drift_csv)
 
 
 run_step(snakemake, main)  # noqa: F821

@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from cellspot import omezarr
+from cellspot.register import read_drift_csv
 from cellspot.report import coloc as coloc_mod
 from cellspot.report import html, plots, tables
 
@@ -275,7 +276,7 @@ def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
     spot_tracks = read_table(inputs.spot_tracks, "spot_tracks")
     drift = None
     if inputs.drift is not None and Path(inputs.drift).exists():
-        drift = pd.read_csv(inputs.drift)
+        drift = read_drift_csv(inputs.drift)
     notes = _notes(cells, nuclei, spots, cell_tracks, drift)
     if len(spots) and "distance_to_nucleus_um" not in spots:
         log.info("%s has no distance_to_nucleus_um: computing it from %s", inputs.spots,
