@@ -56,3 +56,39 @@ def shared_data(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"shared data not found: {p}")
     return p
+
+
+# ------------------------------------------------------------------ the fault matrix (test_faults)
+FAULT_MATRIX: list[tuple[str, str, str, str]] = []  # probe, expected, observed, outcome
+
+
+@pytest.fixture
+def fault(request):
+    """``fault(probe, expected, observed)``: a row of the fault matrix printed after the run; the
+    row's outcome is the test's (so a failing probe shows what was observed)."""
+    rows = []
+
+    def record(probe: str, expected: str, observed: str) -> None:
+        rows.append((probe, expected, " ".join(str(observed).split())[:160]))
+
+    yield record
+    failed = getattr(request.node, "rep_call", None)
+    outcome = "FAIL" if failed is not None and failed.failed else "ok"
+    FAULT_MATRIX.extend((*row, outcome) for row in rows)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    if rep.when == "call":
+        item.rep_call = rep
+    return rep
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FAULT_MATRIX:
+        return
+    tr = terminalreporter
+    tr.section("fault matrix (tests/test_faults.py): probe | expected | observed")
+    for probe, expected, observed, outcome in FAULT_MATRIX:
+        tr.write_line(f"[{outcome:>4}] {probe} | {expected} | {observed}")

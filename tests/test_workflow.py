@@ -1,8 +1,10 @@
 """The workflow end to end with the local executor: dry run, run, re-run triggers, bad input."""
 
 import hashlib
-import os
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -135,6 +137,63 @@ def test_new_batch_in_inbox_is_the_only_new_work(workdir, small_movie_files):
         assert planned_jobs(workdir) == expected(1)
     finally:
         update_config(workdir, inbox="")
+
+
+@pytest.mark.slow
+def test_resource_only_changes_rerun_nothing(workdir, fault):
+    """Raising mem_mb / runtime / threads (the answer to an OOM kill) must not recompute."""
+    before = (workdir / "config" / "config.yaml").read_text()
+    update_config(workdir, preprocess={"mem_mb": 64000, "runtime": 600, "threads": 8},
+                  merge={"mem_mb": 32000}, track={"runtime": 240}, report={"mem_mb": 9000},
+                  segment={"models": {m: {"infer": {"mem_mb": 48000, "threads": 8, "gpu": 0},
+                                          "train": {"mem_mb": 64000, "runtime": 2000}}
+                                      for m in ("cells", "spots")}})
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        (workdir / "config" / "config.yaml").write_text(before)
+    fault("raise mem_mb / runtime / threads / gpu of every stage after a finished run",
+          "nothing re-runs", jobs or "Nothing to be done")
+    assert jobs == {}
+
+
+@pytest.mark.slow
+def test_deleted_outputs_are_regenerated_by_their_own_rule(workdir, fault):
+    res = workdir / "results" / "a"
+    (res / "drift.png").unlink()
+    jobs = planned_jobs(workdir)
+    snakemake(workdir, str(res / "drift.png"))
+    fault("delete drift.png", "only the figure is redrawn", jobs)
+    assert jobs == {"drift_plot": 1, "all": 1} and (res / "drift.png").is_file()
+
+    table = res / "tables" / "cells.parquet"
+    kept = table.with_name("kept.parquet")
+    table.rename(kept)
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        kept.rename(table)
+    fault("delete tables/cells.parquet", "merge re-runs (and what follows)", jobs)
+    assert jobs.get("merge") == 1
+    assert planned_jobs(workdir) == {}
+
+
+@pytest.mark.slow
+def test_an_archived_movie_keeps_its_summary_row(workdir, fault):
+    sheet = workdir / "config" / "samples.tsv"
+    before = sheet.read_text()
+    sheet.write_text("".join(ln for ln in before.splitlines(True) if not ln.startswith("b\t")))
+    try:
+        jobs = planned_jobs(workdir)
+        proc = subprocess.run([sys.executable, "-m", "cellspot.cli", "status"], cwd=workdir,
+                              capture_output=True, text=True)
+    finally:
+        sheet.write_text(before)
+    rows = pd.read_csv(workdir / "results" / "summary" / "batches.csv")["batch"].tolist()
+    fault("batch b's movie archived (removed from the sheet) after processing",
+          "nothing re-runs, b keeps its summary row", f"{jobs or 'Nothing to be done'}; "
+          f"summary batches {rows}")
+    assert jobs == {} and rows == ["a", "b"] and proc.returncode == 0
 
 
 def test_corrupt_movie_fails_with_its_name_and_leaves_no_output(tmp_path, small_movie_files):

@@ -388,6 +388,18 @@ def channel_stats(channel: da.Array, name: str, low: float = 1.0,
     return ChannelStats(name, lo_p, hi_p, vmin, vmax, n, n_bad, n_sat)
 
 
+def blank_timepoints(movie: da.Array) -> np.ndarray:
+    """``(T, C)`` booleans: where a channel of a ``tczyx`` movie is constant at a timepoint (a
+    dropped or empty frame). Such a frame says nothing about the channel's intensities, and left
+    in, its voxels would pull the whole movie's low percentile down to its value."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN frame: NaN, i.e. blank
+        lo, hi = dask.compute(da.nanmin(movie, axis=(2, 3, 4)), da.nanmax(movie, axis=(2, 3, 4)))
+    return ~(np.asarray(hi) > np.asarray(lo))
+
+
 def warn_bad_values(stats: ChannelStats, source: str = "") -> None:
     """Log warnings for a constant channel, non-finite and saturated voxels."""
     where = f"{source}: " if source else ""
@@ -581,13 +593,22 @@ def dask_scheduler(threads: int = 1, scheduler: str = "threads") -> Iterator[Non
 # --------------------------------------------------------------------------- the stage
 
 
-def check_channels(meta: ImageMeta, names: Sequence[str], source: str) -> None:
-    """Raise :class:`PreprocessError` naming the file if a configured channel is absent."""
+def check_channels(meta: ImageMeta, names: Sequence[str], source: str,
+                   shape: Sequence[int] | None = None) -> None:
+    """Raise :class:`PreprocessError` naming the file if a configured channel is absent; with
+    the movie's ``shape`` (TCZYX) the message says what kind of image it is."""
     missing = [n for n in dict.fromkeys(names) if n not in meta.channel_names]
     if missing:
+        kind = ""
+        if shape is not None:
+            T, C, Z = shape[:3]
+            dims = "a 2D image" if Z == 1 else "a 3D stack"
+            kind = (f" (shape TCZYX {tuple(shape)}: {dims}, {T} timepoint(s), {C} channel(s); "
+                    f"name its channels in the samples sheet's channel_names, or map the "
+                    f"stains it has in `channels:`)")
         raise PreprocessError(
             f"{source}: channel(s) {missing} named in the preprocess settings are not in the "
-            f"movie, which has channels {list(meta.channel_names)}"
+            f"movie, which has channels {list(meta.channel_names)}{kind}"
         )
 
 
@@ -630,7 +651,7 @@ def preprocess_movie(
         raise OmeZarrError(f"{in_path}: expected a 5D tczyx image, got shape {raw.shape}")
     reg = settings.registration
     check_channels(meta, list(settings.channels) + ([reg.channel] if reg.enabled else []),
-                   str(in_path))
+                   str(in_path), raw.shape)
     voxel = meta.voxel_size
     x = da.from_zarr(raw)
     n_t, n_c = raw.shape[:2]
@@ -641,10 +662,17 @@ def preprocess_movie(
         # 1. whole-movie intensity statistics per channel
         clock = time.perf_counter()
         params, record = [], {}
+        blank = blank_timepoints(x) if n_t > 1 else np.zeros((n_t, n_c), bool)
         for c, name in enumerate(meta.channel_names):
             ch = settings.channels.get(name, ChannelSettings())
             norm = ch.normalize
-            stats = channel_stats(x[:, c], name, *(norm.low, norm.high) if norm else (1.0, 99.8))
+            keep = np.flatnonzero(~blank[:, c])
+            if 0 < len(keep) < n_t:
+                log.warning("%s: channel %r is blank (constant) at timepoint(s) %s; they are left "
+                            "out of its normalisation percentiles", in_path, name,
+                            np.flatnonzero(blank[:, c]).tolist())
+            channel = x[keep, c] if 0 < len(keep) < n_t else x[:, c]
+            stats = channel_stats(channel, name, *(norm.low, norm.high) if norm else (1.0, 99.8))
             warn_bad_values(stats, str(in_path))
             params.append(normalization_params(stats, norm))
             record[name] = {"percentiles": [norm.low, norm.high] if norm else None,

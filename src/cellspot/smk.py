@@ -78,6 +78,13 @@ def run_step(snakemake, main: Callable) -> None:
     except EXPECTED_ERRORS as exc:
         log.error("%s", exc)
         sys.exit(f"cellspot {snakemake.rule}: {exc}")
+    except MemoryError:
+        # Locally nothing enforces mem_mb; on SLURM the kill comes without a Python error.
+        mem = getattr(snakemake.resources, "mem_mb", None)
+        msg = (f"out of memory (the job asked for mem_mb={mem}): raise the `mem_mb` of this "
+               f"stage's section in the config (a retried job gets mem_mb x attempt)")
+        log.error("%s", msg)
+        sys.exit(f"cellspot {snakemake.rule}: {msg}")
     except Exception:
         log.exception("rule %s failed", snakemake.rule)
         raise
