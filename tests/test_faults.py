@@ -237,6 +237,24 @@ def test_inbox_files_with_one_batch_name_do_not_block_the_rest(tmp_path, small_m
     assert status.returncode == 1  # not all complete
 
 
+def test_declared_voxel_size_is_not_warned_about_and_a_traversal_name_is_rejected(tmp_path, fault):
+    plain = tmp_path / "raw" / "plain.tif"
+    plain.parent.mkdir()
+    tifffile.imwrite(plain, np.zeros((2, 4, 16, 16), np.uint16))
+    wd = make_workdir(tmp_path, {})
+    (wd / "config" / "samples.tsv").write_text(
+        f"batch\tpath\taxes\tvoxel_size\ttime_interval\nplain\t{plain}\tTZYX\t1,0.2,0.2\t30\n"
+        f"../up\t{plain}\tTZYX\t1,0.2,0.2\t30\n")
+    proc = snakemake(wd, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    fault("plain TIFF whose voxel size the sheet declares; a row named '../up'",
+          "no 'no physical pixel size' warning; '../up' rejected, 'plain' planned",
+          f"rc {proc.returncode}, warned {'no physical' in out}, "
+          f"{next((ln for ln in out.splitlines() if 'skipped' in ln), '')}")
+    assert proc.returncode == 0 and "no physical" not in out
+    assert "batch ../up skipped" in out and planned_jobs(wd).get("ingest") == 1
+
+
 def test_a_fresh_checkout_dry_run_needs_no_demo_movie(tmp_path, fault):
     wd = make_workdir(tmp_path, {})
     (wd / "config" / "samples.tsv").write_text((REPO / "config" / "samples.tsv").read_text())
@@ -381,12 +399,17 @@ def _same_output(a: Path, b: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_kill_9_at_every_stage_then_rerun_matches_an_uninterrupted_run(tmp_path,
-                                                                     small_movie_files, fault):
+def test_kill_9_at_every_stage_then_rerun_matches_an_uninterrupted_run(tmp_path, fault):
+    from cellspot.simulate import SimulationConfig, simulate_movie, write_simulation
+
+    # small: two whole runs of the workflow (the reference and the killed one)
+    tiny = simulate_movie(SimulationConfig(n_timepoints=3, shape=(8, 64, 64), n_cells=3,
+                                           n_divisions=0), seed=5)
+    write_simulation(tiny, tmp_path / "sim")
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     runs = {}
     for name in ("reference", "killed"):
-        movie = copy_movie(small_movie_files / "movie.ome.tif", tmp_path / name / "raw", "a.tif")
+        movie = copy_movie(tmp_path / "sim" / "movie.ome.tif", tmp_path / name / "raw", "a.tif")
         runs[name] = make_workdir(tmp_path / name, {"a": movie}, **demo)
     raw = runs["killed"] / "raw" / "a.tif"
     raw_digest = digest(raw)
