@@ -200,6 +200,37 @@ def test_a_killed_jobs_temp_folder_is_removed_by_the_next_writer(tmp_path, fault
     assert not stale.exists() and unrelated.exists() and target.is_dir()
 
 
+def test_a_failing_preprocess_leaves_no_temp_folder(tmp_path, monkeypatch, fault):
+    """One task fails while others still write (dask raises at once): nothing may be left."""
+    from cellspot import preprocess
+
+    real = preprocess.process_channel_dask
+
+    def failing(x, *args, **kwargs):  # the fault: the last timepoint's task raises, late
+        def step(block, block_info=None):
+            if block_info[0]["chunk-location"][0] == x.numblocks[0] - 1:
+                raise OSError("disk quota exceeded (injected)")
+            time.sleep(0.5)  # the other worker is still busy when the failure is raised
+            return block
+        return real(x, *args, **kwargs).map_blocks(step, dtype=np.float32)
+
+    monkeypatch.setattr(preprocess, "process_channel_dask", failing)
+    rng = np.random.default_rng(4)
+    data = rng.integers(0, 1000, (6, 1, 8, 32, 32)).astype(np.uint16)
+    src = tmp_path / "raw.ome.zarr"
+    create_image(src, data.shape, data.dtype, ImageMeta(("nucleus",), (1.0, 0.2, 0.2)),
+                 chunks=(1, 1, 2, 32, 32))
+    open_array(src, mode="r+")[...] = data
+    out = tmp_path / "pre.ome.zarr"
+    with pytest.raises(OSError, match="injected"):
+        preprocess.preprocess_movie(src, out, {"registration": {"enabled": False}}, threads=2)
+    time.sleep(1.0)  # a worker left running would write by now
+    leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    fault("preprocessing fails in one dask task while others still write",
+          "no output, no temp folder", f"output {out.exists()}, temp folders {leftovers}")
+    assert not out.exists() and not leftovers
+
+
 # ------------------------------------------------------------------------ planning: one bad batch
 
 
@@ -288,12 +319,16 @@ def test_out_of_memory_names_mem_mb(tmp_path, fault):
     def main(_):
         raise MemoryError()
 
+    mem_mb = 100_000_000  # more than any machine running the tests has
     smk = SimpleNamespace(log=[str(tmp_path / "x.log")], rule="merge", wildcards={}, threads=1,
-                          resources=SimpleNamespace(mem_mb=8000))
+                          resources=SimpleNamespace(mem_mb=mem_mb))
     with pytest.raises(SystemExit) as done:
         run_step(smk, main)
-    fault("a job runs out of memory (MemoryError)", "one line pointing at mem_mb", done.value.code)
-    assert "mem_mb=8000" in str(done.value.code) and "raise the `mem_mb`" in str(done.value.code)
+    log = (tmp_path / "x.log").read_text()
+    fault("a job runs out of memory (MemoryError), asking for more than the machine has",
+          "warned at the start; one line pointing at mem_mb at the end", done.value.code)
+    assert f"mem_mb={mem_mb}" in str(done.value.code) and "raise the `mem_mb`" in str(done.value.code)
+    assert f"asks for mem_mb={mem_mb} but this machine has" in log
 
 
 def test_a_2d_image_says_it_is_2d(tmp_path, fault):

@@ -162,7 +162,7 @@ def test_deleted_outputs_are_regenerated_by_their_own_rule(workdir, fault):
     res = workdir / "results" / "a"
     (res / "drift.png").unlink()
     jobs = planned_jobs(workdir)
-    snakemake(workdir, str(res / "drift.png"))
+    snakemake(workdir, "results/a/drift.png")
     fault("delete drift.png", "only the figure is redrawn", jobs)
     assert jobs == {"drift_plot": 1, "all": 1} and (res / "drift.png").is_file()
 

@@ -31,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, Literal, Sequence, Union
+from typing import Annotated, Callable, Iterator, Literal, Sequence, Union
 
 import dask
 import dask.array as da
@@ -571,12 +571,16 @@ def limit_heap_growth(threshold: int = 1 << 16) -> bool:
 
 
 @contextlib.contextmanager
-def dask_scheduler(threads: int = 1, scheduler: str = "threads") -> Iterator[None]:
+def dask_scheduler(threads: int = 1, scheduler: str = "threads") -> Iterator[Callable[[], None]]:
     """Run dask computations inside the block with ``threads`` workers.
 
     ``threads``: dask's threaded scheduler (the filters release the GIL for most of their time).
     ``distributed``: a local cluster of ``threads`` single-threaded worker processes, for filters
     that hold the GIL.
+
+    Yields ``settle()``: it stops the workers, waiting for the tasks still running. When one task
+    fails dask raises at once while the others go on writing, so a caller about to remove a
+    partial output calls it first (else a worker recreates files in the removed folder).
     """
     threads = max(int(threads), 1)
     if scheduler == "distributed":
@@ -584,10 +588,16 @@ def dask_scheduler(threads: int = 1, scheduler: str = "threads") -> Iterator[Non
 
         with LocalCluster(n_workers=threads, threads_per_worker=1, processes=True,
                           dashboard_address=None, memory_limit=0) as cluster, Client(cluster):
-            yield
+            yield cluster.close
     else:
-        with dask.config.set(scheduler="threads", num_workers=threads):
-            yield
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(threads)
+        try:
+            with dask.config.set(scheduler="threads", pool=pool):
+                yield lambda: pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -658,7 +668,7 @@ def preprocess_movie(
     log.info("%s: shape %s, dtype %s, chunks %s, voxel size %s um", in_path, raw.shape,
              raw.dtype, raw.chunks, voxel)
 
-    with dask_scheduler(threads, settings.scheduler):
+    with dask_scheduler(threads, settings.scheduler) as settle:
         # 1. whole-movie intensity statistics per channel
         clock = time.perf_counter()
         params, record = [], {}
@@ -705,15 +715,19 @@ def preprocess_movie(
                              extra={**meta.extra, "preprocess": {"channels": record}})
         with atomic_output(out_path) as tmp:
             out = create_image(tmp, raw.shape, np.float32, out_meta, chunks=raw.chunks)
-            for i in range(0, x.numblocks[0], step):
-                t0, t1 = bounds[i], bounds[min(i + step, x.numblocks[0])]
-                outs = [process_channel_dask(
-                    x[t0:t1, c], params[c],
-                    settings.channels.get(name, ChannelSettings()).filters, voxel,
-                    shifts[t0:t1] if use_shift else None, reg.order)
-                    for c, name in enumerate(meta.channel_names)]
-                da.store(da.stack(outs, axis=1).rechunk(raw.chunks), out,
-                         regions=(slice(t0, t1),), lock=False)
+            try:
+                for i in range(0, x.numblocks[0], step):
+                    t0, t1 = bounds[i], bounds[min(i + step, x.numblocks[0])]
+                    outs = [process_channel_dask(
+                        x[t0:t1, c], params[c],
+                        settings.channels.get(name, ChannelSettings()).filters, voxel,
+                        shifts[t0:t1] if use_shift else None, reg.order)
+                        for c, name in enumerate(meta.channel_names)]
+                    da.store(da.stack(outs, axis=1).rechunk(raw.chunks), out,
+                             regions=(slice(t0, t1),), lock=False)
+            except BaseException:
+                settle()  # no worker may write into the partial output once it is removed
+                raise
             log.info("normalise, filter, shift and write: %.1f s (%.2f Mvoxel/s)",
                      time.perf_counter() - clock, raw.size / (time.perf_counter() - clock) / 1e6)
             set_contrast_limits(tmp, [(0.0, 1.0)] * n_c)

@@ -399,13 +399,15 @@ def write_drift_csv(drift: pd.DataFrame, path: str | os.PathLike) -> None:
         drift[DRIFT_COLUMNS].to_csv(tmp, index=False, float_format="%.4f")
 
 
-def read_drift_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """The drift table written by :func:`write_drift_csv`, checked for its columns."""
+def read_drift_csv(path: str | os.PathLike,
+                   columns: Sequence[str] = tuple(DRIFT_COLUMNS)) -> pd.DataFrame:
+    """The drift table written by :func:`write_drift_csv`, checked for the ``columns`` the
+    caller needs (a simulation's true drift has only ``t, dz, dy, dx``)."""
     try:
         drift = pd.read_csv(path)
     except (OSError, ValueError) as exc:
         raise RegistrationError(f"{path}: not a readable drift table ({exc})") from exc
-    missing = [c for c in DRIFT_COLUMNS if c not in drift.columns]
+    missing = [c for c in columns if c not in drift.columns]
     if missing:
         raise RegistrationError(f"{path}: drift table lacks column(s) {missing}")
     return drift

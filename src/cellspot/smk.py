@@ -67,12 +67,26 @@ def setup_logging(logfile: str | None, level: int = logging.INFO) -> None:
     warnings.simplefilter("default")
 
 
+def warn_memory(mem_mb, log: logging.Logger) -> None:
+    """Warn when a job asks for more memory than this machine has: nothing enforces ``mem_mb``
+    outside a cluster, so a local job would swap or be killed by the kernel instead."""
+    try:
+        total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return
+    if isinstance(mem_mb, (int, float)) and mem_mb > total_mb:
+        log.warning("this job asks for mem_mb=%d but this machine has %d MB: it may be killed "
+                    "for memory (lower the stage's mem_mb and its block size, or run on the "
+                    "cluster)", mem_mb, total_mb)
+
+
 def run_step(snakemake, main: Callable) -> None:
     """Run ``main(snakemake)`` with logging set up; exit non-zero with a clear message on error."""
     setup_logging(snakemake.log[0] if len(snakemake.log) else None)
     log = logging.getLogger(f"cellspot.rule.{snakemake.rule}")
     log.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards),
              snakemake.threads)
+    warn_memory(getattr(getattr(snakemake, "resources", None), "mem_mb", None), log)
     try:
         main(snakemake)
     except EXPECTED_ERRORS as exc:

@@ -139,7 +139,7 @@ def check_run(truth_dir: str | os.PathLike, *, cells: str, nuclei: str, cells_tr
     found = np.asarray(found[...])
     nuc = np.asarray(open_array(nuclei)[...])
     vs = read_meta(image).voxel_size
-    est = read_drift_csv(drift).set_index("t")[["dz", "dy", "dx"]]
+    est = read_drift_csv(drift, ("t", "dz", "dy", "dx")).set_index("t")[["dz", "dy", "dx"]]
     resid = (est - truth["drift"].set_index("t")[["dz", "dy", "dx"]]).abs()
     spot_table = pd.read_parquet(spots)
     rna = rna_per_cell(truth, found, spot_table)

@@ -39,8 +39,10 @@ rule provenance:
     output:
         json="results/{batch}/provenance.json",
     params:
-        # Which batches exist (samples sheet, inbox) does not shape a batch's results.
-        config={k: v for k, v in config.items() if k not in ("samples", "inbox", "inbox_marker")},
+        # Which batches exist (samples sheet, inbox) and job resources do not shape a batch's
+        # results.
+        config=without_resources({k: v for k, v in config.items()
+                                  if k not in ("samples", "inbox", "inbox_marker")}),
         models=SEG_MODEL_NAMES,
         code=code_fingerprint("provenance"),
     log:
