@@ -89,6 +89,6 @@ def pytest_terminal_summary(terminalreporter):
     if not FAULT_MATRIX:
         return
     tr = terminalreporter
-    tr.section("fault matrix (tests/test_faults.py): probe | expected | observed")
+    tr.section("fault matrix (test_faults, test_workflow): probe | expected | observed")
     for probe, expected, observed, outcome in FAULT_MATRIX:
         tr.write_line(f"[{outcome:>4}] {probe} | {expected} | {observed}")
