@@ -415,6 +415,18 @@ def test_nightly_clears_a_stale_lock(tmp_path, fault):
     assert not any(locks.glob("*"))
 
 
+def test_nightly_without_a_readable_sheet_names_no_status_file(tmp_path, fault):
+    wd = make_workdir(tmp_path, {}, samples="config/missing.tsv")
+    env = {**os.environ, "CELLSPOT_WORKDIR": str(wd), "CELLSPOT_PROFILE": "profiles/local"}
+    nightly = subprocess.run(["bash", str(REPO / "scripts" / "nightly.sh")], capture_output=True,
+                             text=True, env=env, timeout=300)
+    written = list((wd / "results" / "nightly").glob("*.status.tsv"))
+    fault("nightly whose samples sheet is missing", "exit 1; says there is no status table (and "
+          "why), names no file it did not write", f"rc {nightly.returncode}: {last_line(nightly)}")
+    assert nightly.returncode == 1 and not written
+    assert "no status table" in nightly.stderr and "samples sheet not found" in nightly.stderr
+
+
 # ------------------------------------------------------------------------ kills, end to end
 
 
