@@ -23,20 +23,34 @@ if ! flock -n 9; then
   echo "[nightly $stamp] another nightly run is active (results/nightly/.lock); not starting" >&2
   exit 75
 fi
-# Our flock proves no other *nightly* run is alive; a Snakemake started by hand in this folder
-# holds Snakemake's lock without ours, so look for one before calling a lock stale. (Only this
-# host is seen: a run by hand on another login node is not, and then Snakemake's lock stops us.)
-if active=$("$PY" -m cellspot.cli runs --directory "$WORKDIR"); then
-  "$PY" -m snakemake -s "$ROOT/Snakefile" --unlock >/dev/null 2>&1 || true
-else
+# Our flock proves no other *nightly* run is alive, but a Snakemake started by hand holds
+# Snakemake's lock without ours. A lock is cleared only when it is provably stale: no Snakemake
+# alive in this folder on this host, and the lock was taken by a nightly on this host whose shell
+# is gone (results/nightly/.owner: host and pid). Any other lock (a run by hand, maybe on another
+# login node) is left alone: nothing is ever processed twice; `snakemake --unlock` clears it.
+if ! active=$("$PY" -m cellspot.cli runs --directory "$WORKDIR"); then
   echo "[nightly $stamp] a Snakemake run is active in $WORKDIR (pid $(echo $active)); not starting" >&2
   exit 75
 fi
+if [ -n "$(ls -A .snakemake/locks 2>/dev/null)" ]; then
+  read -r owner_host owner_pid < results/nightly/.owner 2>/dev/null || owner_host=""
+  if [ "$owner_host" = "$(uname -n)" ] && ! kill -0 "$owner_pid" 2>/dev/null; then
+    echo "[nightly $stamp] clearing the lock left by a killed nightly (pid $owner_pid)" >&2
+    "$PY" -m snakemake -s "$ROOT/Snakefile" --unlock >/dev/null 2>&1 || true
+  else
+    echo "[nightly $stamp] Snakemake's lock in $WORKDIR/.snakemake/locks was not left by a" \
+      "nightly on this host (a run by hand, or on another node?); not starting. If no run is" \
+      "alive, clear it with: snakemake --unlock" >&2
+    exit 75
+  fi
+fi
+echo "$(uname -n) $$" > results/nightly/.owner
 
 echo "[nightly $stamp] starting: $(date -Is), profile $PROFILE" >&2
 "$PY" -m snakemake -s "$ROOT/Snakefile" --profile "$ROOT/$PROFILE" --keep-going \
   --rerun-incomplete "$@" >"results/nightly/$stamp.snakemake.log" 2>&1
 rc=$?
+rm -f results/nightly/.owner  # Snakemake has released its lock (or left it stale if killed)
 "$PY" -m cellspot.cli status --output "results/nightly/$stamp.status.tsv"
 src=$?
 if [ -f "results/nightly/$stamp.status.tsv" ]; then

@@ -400,19 +400,45 @@ def test_nightly_never_unlocks_under_a_manual_run(tmp_path, fault):
     assert locks_kept and manual.returncode == 0, out[-2000:]
 
 
-def test_nightly_clears_a_stale_lock(tmp_path, fault):
-    wd = make_workdir(tmp_path, {}, samples="")
+def _stale_lock(wd: Path) -> Path:
+    """What a killed run leaves: Snakemake's lock on its outputs (relative paths), which the
+    nightly's run writes too."""
     locks = wd / ".snakemake" / "locks"
     locks.mkdir(parents=True)
-    # what a killed run leaves: its outputs (relative paths), which this run writes too
     (locks / "0.output.lock").write_text("results/summary/batches.parquet\n")
+    return locks
+
+
+def _nightly(wd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "CELLSPOT_WORKDIR": str(wd), "CELLSPOT_PROFILE": "profiles/local"}
-    nightly = subprocess.run(["bash", str(REPO / "scripts" / "nightly.sh")], capture_output=True,
-                             text=True, env=env, timeout=300)
-    fault("nightly after a killed run left Snakemake's lock", "the stale lock is cleared, the run "
-          "goes on", f"rc {nightly.returncode}, lock left {any(locks.glob('*'))}")
+    return subprocess.run(["bash", str(REPO / "scripts" / "nightly.sh")], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_nightly_clears_the_stale_lock_of_a_killed_nightly(tmp_path, fault):
+    wd = make_workdir(tmp_path, {}, samples="")
+    locks = _stale_lock(wd)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs: the killed nightly's shell
+    (wd / "results" / "nightly").mkdir(parents=True)
+    (wd / "results" / "nightly" / ".owner").write_text(f"{os.uname().nodename} {dead.pid}\n")
+    nightly = _nightly(wd)
+    fault("nightly after a killed nightly left Snakemake's lock", "the stale lock is cleared, "
+          "the run goes on", f"rc {nightly.returncode}, lock left {any(locks.glob('*'))}")
     assert nightly.returncode == 0, nightly.stderr[-2000:]
-    assert not any(locks.glob("*"))
+    assert "clearing the lock left by a killed nightly" in nightly.stderr
+    assert not any(locks.glob("*")) and not (wd / "results" / "nightly" / ".owner").exists()
+
+
+def test_nightly_leaves_a_lock_it_cannot_prove_stale(tmp_path, fault):
+    wd = make_workdir(tmp_path, {}, samples="")
+    locks = _stale_lock(wd)  # no owner: a run by hand, maybe alive on another login node
+    nightly = _nightly(wd)
+    fault("nightly finds Snakemake's lock not taken by a nightly on this host (a run by hand, "
+          "another node)", "exit 75, lock untouched, says how to clear it",
+          f"rc {nightly.returncode}: {last_line(nightly)}")
+    assert nightly.returncode == 75 and "snakemake --unlock" in nightly.stderr
+    assert any(locks.glob("*"))
 
 
 def test_nightly_without_a_readable_sheet_names_no_status_file(tmp_path, fault):
