@@ -25,7 +25,8 @@ import tifffile
 import yaml
 
 from cellspot.omezarr import ImageMeta, OmeZarrError, atomic_output, create_image, open_array, read_meta
-from workflow_helpers import REPO, copy_movie, make_workdir, planned_jobs, snakemake, update_config
+from workflow_helpers import (REPO, copy_movie, make_workdir, planned_jobs, run_nightly,
+                              snakemake, update_config)
 
 CLI = [sys.executable, "-m", "cellspot.cli"]
 
@@ -386,9 +387,7 @@ def test_nightly_never_unlocks_under_a_manual_run(tmp_path, fault):
         deadline = time.time() + 60
         while not any((wd / ".snakemake" / "locks").glob("*")) and time.time() < deadline:
             time.sleep(0.2)
-        env = {**os.environ, "CELLSPOT_WORKDIR": str(wd), "CELLSPOT_PROFILE": "profiles/local"}
-        nightly = subprocess.run(["bash", str(REPO / "scripts" / "nightly.sh")],
-                                 capture_output=True, text=True, env=env, timeout=120)
+        nightly = run_nightly(wd, timeout=120)
         locks_kept = any((wd / ".snakemake" / "locks").glob("*"))
     finally:
         out, _ = manual.communicate(timeout=120)
@@ -409,12 +408,6 @@ def _stale_lock(wd: Path) -> Path:
     return locks
 
 
-def _nightly(wd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CELLSPOT_WORKDIR": str(wd), "CELLSPOT_PROFILE": "profiles/local"}
-    return subprocess.run(["bash", str(REPO / "scripts" / "nightly.sh")], capture_output=True,
-                          text=True, env=env, timeout=300)
-
-
 def test_nightly_clears_the_stale_lock_of_a_killed_nightly(tmp_path, fault):
     wd = make_workdir(tmp_path, {}, samples="")
     locks = _stale_lock(wd)
@@ -422,7 +415,7 @@ def test_nightly_clears_the_stale_lock_of_a_killed_nightly(tmp_path, fault):
     dead.wait()  # a pid that no longer runs: the killed nightly's shell
     (wd / "results" / "nightly").mkdir(parents=True)
     (wd / "results" / "nightly" / ".owner").write_text(f"{os.uname().nodename} {dead.pid}\n")
-    nightly = _nightly(wd)
+    nightly = run_nightly(wd, timeout=300)
     fault("nightly after a killed nightly left Snakemake's lock", "the stale lock is cleared, "
           "the run goes on", f"rc {nightly.returncode}, lock left {any(locks.glob('*'))}")
     assert nightly.returncode == 0, nightly.stderr[-2000:]
@@ -433,7 +426,7 @@ def test_nightly_clears_the_stale_lock_of_a_killed_nightly(tmp_path, fault):
 def test_nightly_leaves_a_lock_it_cannot_prove_stale(tmp_path, fault):
     wd = make_workdir(tmp_path, {}, samples="")
     locks = _stale_lock(wd)  # no owner: a run by hand, maybe alive on another login node
-    nightly = _nightly(wd)
+    nightly = run_nightly(wd, timeout=300)
     fault("nightly finds Snakemake's lock not taken by a nightly on this host (a run by hand, "
           "another node)", "exit 75, lock untouched, says how to clear it",
           f"rc {nightly.returncode}: {last_line(nightly)}")
@@ -443,9 +436,7 @@ def test_nightly_leaves_a_lock_it_cannot_prove_stale(tmp_path, fault):
 
 def test_nightly_without_a_readable_sheet_names_no_status_file(tmp_path, fault):
     wd = make_workdir(tmp_path, {}, samples="config/missing.tsv")
-    env = {**os.environ, "CELLSPOT_WORKDIR": str(wd), "CELLSPOT_PROFILE": "profiles/local"}
-    nightly = subprocess.run(["bash", str(REPO / "scripts" / "nightly.sh")], capture_output=True,
-                             text=True, env=env, timeout=300)
+    nightly = run_nightly(wd, timeout=300)
     written = list((wd / "results" / "nightly").glob("*.status.tsv"))
     fault("nightly whose samples sheet is missing", "exit 1; says there is no status table (and "
           "why), names no file it did not write", f"rc {nightly.returncode}: {last_line(nightly)}")

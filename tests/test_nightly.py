@@ -1,18 +1,8 @@
 """The nightly wrapper: one run at a time, failing batches reported, the rest processed."""
 
 import fcntl
-import os
-import subprocess
 
-from workflow_helpers import REPO, copy_movie, make_workdir
-
-NIGHTLY = REPO / "scripts" / "nightly.sh"
-
-
-def run_nightly(workdir, *args, timeout=900):
-    env = {**os.environ, "CELLSPOT_WORKDIR": str(workdir), "CELLSPOT_PROFILE": "profiles/local"}
-    return subprocess.run(["bash", str(NIGHTLY), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+from workflow_helpers import copy_movie, make_workdir, run_nightly
 
 
 def test_second_run_does_not_start_while_one_is_active(tmp_path):

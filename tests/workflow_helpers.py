@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -93,6 +94,13 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
             break
         jobs[m.group(1)] = int(m.group(2))
     return jobs
+
+
+def run_nightly(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """scripts/nightly.sh on ``workdir`` with the local profile."""
+    env = {**os.environ, "CELLSPOT_WORKDIR": str(workdir), "CELLSPOT_PROFILE": "profiles/local"}
+    return subprocess.run(["bash", str(REPO / "scripts" / "nightly.sh"), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def copy_movie(src: Path, dst_dir: Path, name: str) -> Path:

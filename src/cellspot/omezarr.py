@@ -91,7 +91,7 @@ def physical_problem(voxel_size, time_interval) -> str:
     try:
         vs = [float(v) for v in voxel_size]
     except (TypeError, ValueError):
-        return f"voxel size {voxel_size!r} must be 3 numbers z, y, x in µm"
+        vs = []
     if len(vs) != 3:
         return f"voxel size {voxel_size!r} must be 3 numbers z, y, x in µm"
     if not all(math.isfinite(v) and v > 0 for v in vs):

@@ -25,6 +25,7 @@ filter halo plus the shift halo), written as a float32 OME-Zarr, plus the drift 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -593,11 +594,12 @@ def dask_scheduler(threads: int = 1, scheduler: str = "threads") -> Iterator[Cal
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(threads)
+        settle = functools.partial(pool.shutdown, wait=True, cancel_futures=True)
         try:
             with dask.config.set(scheduler="threads", pool=pool):
-                yield lambda: pool.shutdown(wait=True, cancel_futures=True)
+                yield settle
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            settle()
 
 
 # --------------------------------------------------------------------------- the stage

@@ -59,4 +59,4 @@ rule drift_plot:
 
 
 TARGETS.append("results/{batch}/preprocessed.ome.zarr")
-TARGETS.append("results/{batch}/drift.png")
+TARGETS.extend(map(str, rules.drift_plot.output))
