@@ -32,6 +32,7 @@ def _outputs(movie, tmp_path, drop_cell=None, extra_spots=0):
     img[...] = 0
     spots.to_parquet(tmp_path / "spots.parquet")
     tb["cell_tracks"].to_parquet(tmp_path / "cell_tracks.parquet")
+    tb["spot_tracks"].to_parquet(tmp_path / "spot_tracks.parquet")
     movie.drift.to_csv(tmp_path / "drift.csv", index=False)
     from cellspot import track
 
@@ -39,6 +40,7 @@ def _outputs(movie, tmp_path, drop_cell=None, extra_spots=0):
     return dict(cells=str(p["cells"]), nuclei=str(p["nuclei"]),
                 cells_tracked=str(p["cells_tracked"]), spots=str(tmp_path / "spots.parquet"),
                 cell_tracks=str(tmp_path / "cell_tracks.parquet"),
+                spot_tracks=str(tmp_path / "spot_tracks.parquet"),
                 drift=str(tmp_path / "drift.csv"), image=str(tmp_path / "pre.ome.zarr"),
                 ctc_dir=str(tmp_path / "ctc"))
 
@@ -52,6 +54,18 @@ def test_the_truth_scores_perfectly(small_movie, small_movie_files, tmp_path):
     assert s["tracking"]["TRA"] == pytest.approx(1.0)
     assert s["rna_per_cell"]["mean_abs_error"] == 0.0 and s["rna_per_cell"]["within_10pct"] == 1
     assert max(s["drift_residual_px"].values()) == 0.0
+    sp, rna = s["spots"], s["rna_per_cell"]
+    assert sp["right_cell"] == 1.0 and sp["right_compartment"] == 1.0
+    # the truth table's distance is looked up at the nearest voxel, the check's interpolated
+    assert sp["nucleus_distance_error_um"]["median"] < 0.15
+    assert rna["cells_only"]["mean_abs_error"] == rna["spots_only"]["mean_abs_error"] == 0.0
+    assert rna["within_5pct"] == 1.0 and 0 < rna["complete_cell_timepoints"] <= len(
+        pd.read_csv(tmp_path / "c.csv"))
+    # label centroids of complete cells follow the simulated centres closely
+    assert s["cell_speed"]["tracks"] > 0 and s["cell_speed"]["median_abs_error"] < 0.1
+    d = s["rna_diffusion_in_cell"]
+    assert d["tracks"]["found"] == d["tracks"]["true"] > 0 and abs(d["error"]) < 0.3
+    assert s["tracking"]["LNK"] == pytest.approx(1.0)
     assert json.loads((tmp_path / "c.json").read_text()) == s
     assert (tmp_path / "c.png").stat().st_size > 1000
     rna = pd.read_csv(tmp_path / "c.csv")
@@ -64,8 +78,22 @@ def test_errors_are_counted(small_movie, small_movie_files, tmp_path):
     s, rna = truth_check.check_run(small_movie_files / "truth", **out)
     assert s["spots"]["fp"] == 10 and s["spots"]["fn"] == 0
     assert s["cell_ap50"] < 1.0
+    # a lost cell moves its spots out of every cell: the spot-only count still matches the truth
+    assert s["rna_per_cell"]["spots_only"]["mean_abs_error"] == 0.0
     assert s["cells_per_frame"]["found"] < s["cells_per_frame"]["true"]
     assert 2 not in set(rna["true_cell"])
+
+
+def test_misplaced_spots_are_counted(small_movie, small_movie_files, tmp_path):
+    out = _outputs(small_movie, tmp_path)
+    spots = pd.read_parquet(out["spots"])
+    flip = spots.index[spots["compartment"] == "nucleus"][:20]
+    spots.loc[flip, "compartment"] = "cytoplasm"
+    spots.loc[flip, "distance_to_nucleus_um"] += 2.0
+    spots.to_parquet(out["spots"])
+    s, _ = truth_check.check_run(small_movie_files / "truth", **out)
+    assert s["spots"]["right_compartment"] == pytest.approx(1 - 20 / s["spots"]["tp"])
+    assert s["spots"]["right_cell"] == 1.0 and s["spots"]["f1"] == 1.0
 
 
 def test_wrong_movie_is_named(small_movie, small_movie_files, tmp_path):

@@ -215,7 +215,8 @@ def _sample_in(mask: np.ndarray, n: int, rng) -> np.ndarray:
     return pick + rng.uniform(-0.5, 0.5, (n, 3))
 
 
-def _lookup(vol: np.ndarray, pos: np.ndarray) -> np.ndarray:
+def value_at(vol: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Values of ``vol`` at the nearest voxel of each ``(N, ndim)`` position (px), clipped."""
     ijk = np.clip(np.round(pos).astype(int), 0, np.array(vol.shape) - 1)
     return vol[tuple(ijk.T)]
 
@@ -250,7 +251,7 @@ def _spot_tracks(cfg, states, cells, nuclei, rng) -> pd.DataFrame:
                 if cid in centers:
                     continue
                 pos = (prev_centers[cid] + off) / vs
-                new_cid = int(_lookup(cells[t], pos[None])[0])
+                new_cid = int(value_at(cells[t], pos[None])[0])
                 if new_cid in centers:
                     live[sid] = (new_cid, pos * vs - centers[new_cid], comp)
                 else:
@@ -271,7 +272,7 @@ def _spot_tracks(cfg, states, cells, nuclei, rng) -> pd.DataFrame:
                 pos = (centers[cid] + off + step) / vs
                 inside = (nuclei[t] == cid) if comp == "nucleus" else (
                     (cells[t] == cid) & (nuclei[t] != cid))
-                if _lookup(inside, pos[None])[0]:
+                if value_at(inside, pos[None])[0]:
                     live[sid] = (cid, off + step, comp)
         for sid, (cid, off, comp) in live.items():
             rows.append((t, sid, *((centers[cid] + off) / vs)))
@@ -466,10 +467,13 @@ def load_truth(outdir: str | Path) -> dict:
 
 
 def read_truth_folder(truth: str | Path) -> dict:
-    """Read a truth folder itself: labels, tables (``cells_table`` = cells.csv) and ``info``."""
+    """Read a truth folder itself: labels, tables (``cells_table`` = cells.csv, ``centres`` =
+    cell_centres.csv) and ``info``."""
     truth = Path(truth)
     out = {name: tifffile.imread(truth / f"{name}.tif") for name in ("cells", "nuclei")}
-    for name in ("spots", "lineage", "drift", "cells_table"):
-        out[name] = pd.read_csv(truth / f"{'cells' if name == 'cells_table' else name}.csv")
+    files = {"spots": "spots", "lineage": "lineage", "drift": "drift", "cells_table": "cells",
+             "centres": "cell_centres"}
+    for name, stem in files.items():
+        out[name] = pd.read_csv(truth / f"{stem}.csv")
     out["info"] = json.loads((truth / "simulation.json").read_text())
     return out

@@ -25,6 +25,7 @@ rule truth_check:
         spots="results/{batch}/tables/spots.parquet",
         cells_tracked="results/{batch}/labels/cells_tracked.zarr",
         cell_tracks="results/{batch}/tables/cell_tracks.parquet",
+        spot_tracks="results/{batch}/tables/spot_tracks.parquet",
         ctc_dir="results/{batch}/track/ctc",
         drift="results/{batch}/drift.csv",
         image="results/{batch}/preprocessed.ome.zarr",
@@ -33,7 +34,8 @@ rule truth_check:
         csv="results/{batch}/report/truth_check.csv",
         png="results/{batch}/report/figures/rna_vs_truth.png",
     params:
-        code=code_fingerprint("truth_check", "metrics", "ctc", "omezarr", "register"),
+        code=code_fingerprint("truth_check", "metrics", "ctc", "omezarr", "register",
+                              "simulate", "report.tables", "report.stats", "report.coloc"),
     log:
         "results/{batch}/logs/truth_check.log",
     benchmark:

@@ -16,6 +16,7 @@ from scipy import ndimage as ndi
 
 from cellspot import omezarr
 from cellspot.report.coloc import signed_distance_to_nucleus
+from cellspot.simulate import value_at
 
 
 def _objects(labels: np.ndarray, voxel_size) -> pd.DataFrame:
@@ -31,11 +32,6 @@ def _objects(labels: np.ndarray, voxel_size) -> pd.DataFrame:
         for i, c, v in zip(ids, com.reshape(-1, 3), vol):
             rows.append((t, int(i), *c, int(v), v * voxel_um3))
     return pd.DataFrame(rows, columns=["t", "label", "z", "y", "x", "volume_vox", "volume_um3"])
-
-
-def _lookup(vol: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    idx = np.clip(np.rint(pos).astype(int), 0, np.array(vol.shape) - 1)
-    return vol[tuple(idx.T)]
 
 
 def tables_from_truth(movie, position_noise_px: float = 0.0, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -57,7 +53,7 @@ def tables_from_truth(movie, position_noise_px: float = 0.0, seed: int = 0) -> d
     nuclei["cell_id"] = 0
     for t in range(movie.cells.shape[0]):
         sel = nuclei["t"] == t
-        nuclei.loc[sel, "cell_id"] = _lookup(movie.cells[t], nuclei.loc[sel, ["z", "y", "x"]]
+        nuclei.loc[sel, "cell_id"] = value_at(movie.cells[t], nuclei.loc[sel, ["z", "y", "x"]]
                                              .to_numpy()).astype(int)
     counts = nuclei[nuclei["cell_id"] > 0].groupby(["t", "cell_id"]).size()
     cells["n_nuclei"] = [int(counts.get((t, c), 0)) for t, c in zip(cells["t"], cells["label"])]
@@ -78,12 +74,12 @@ def tables_from_truth(movie, position_noise_px: float = 0.0, seed: int = 0) -> d
         if not sel.any():
             continue
         p = pos[sel]
-        cid = _lookup(movie.cells[t], p).astype(int)
-        nuc = _lookup(movie.nuclei[t], p) > 0
+        cid = value_at(movie.cells[t], p).astype(int)
+        nuc = value_at(movie.nuclei[t], p) > 0
         spots.loc[sel, "cell_id"] = cid
         spots.loc[sel, "compartment"] = np.where(cid == 0, "outside",
                                                  np.where(nuc, "nucleus", "cytoplasm"))
-        spots.loc[sel, "distance_to_nucleus_um"] = _lookup(
+        spots.loc[sel, "distance_to_nucleus_um"] = value_at(
             signed_distance_to_nucleus(movie.nuclei[t], vs), p)
 
     lin = movie.lineage.set_index("cell_id")
