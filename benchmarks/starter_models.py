@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import ndimage as ndi
 
-ROOT = Path(__file__).resolve().parents[1]
+from workflow_run import ROOT, log, run_simulated
+
 MOVIES = {
     "demo": ({}, 0),
     "crowded": ({"n_cells": 14, "shape": (16, 192, 192), "n_divisions": 2,
@@ -38,10 +35,6 @@ MOVIES = {
     "small-cells": ({"voxel_size": (0.4, 0.16, 0.16), "cell_radius": (3.0, 2.5),
                      "n_cells": 10, "psf_sigma": (1.2, 1.3)}, 33),
 }
-
-
-def log(*a):
-    print(time.strftime("%H:%M:%S"), *a, flush=True)
 
 
 def baseline_spots(rna: np.ndarray, sigma_px) -> pd.DataFrame:
@@ -76,37 +69,22 @@ def baseline_cells(nuc: np.ndarray, cyto: np.ndarray) -> np.ndarray:
 def run_movie(name: str, work: Path) -> dict:
     from cellspot import truth_check
     from cellspot.omezarr import open_array, read_meta
-    from cellspot.simulate import SimulationConfig, simulate_movie, write_simulation
 
     settings, seed = MOVIES[name]
-    wd = work / name
-    shutil.rmtree(wd, ignore_errors=True)
-    shutil.copytree(ROOT / "config", wd / "config")
-    movie = simulate_movie(SimulationConfig(**settings), seed=seed)
-    write_simulation(movie, wd / "input")
-    (wd / "config" / "samples.tsv").write_text(
-        f"batch\tpath\ttruth\n{name}\t{wd / 'input' / 'movie.ome.tif'}\t{wd / 'input' / 'truth'}\n")
-    t0 = time.time()
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(wd),
-           "--profile", str(ROOT / "profiles" / "local"), "--configfile",
-           str(ROOT / "config" / "demo.yaml")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t0
-    if proc.returncode:
-        raise SystemExit(f"{name}: workflow failed\n{proc.stderr[-4000:]}")
-    res = wd / "results" / name
+    run = run_simulated(name, settings, seed, work)
+    res, movie = run.results, run.movie
     check = json.loads((res / "report" / "truth_check.json").read_text())
     # baselines on the same preprocessed movie, scored with the same functions
     pre = res / "preprocessed.ome.zarr"
     meta, img = read_meta(pre), np.asarray(open_array(pre)[...])
-    truth = truth_check.read_truth(wd / "input" / "truth")
+    truth = truth_check.read_truth(run.truth)
     sz, sxy = movie.config.psf_sigma
     spots = baseline_spots(img[:, meta.channel_index("rna")], (sz, sxy, sxy))
     base_f1 = truth_check.spot_match(truth["spots"], spots, meta.voxel_size)["f1"]
     cells = baseline_cells(img[:, meta.channel_index("nucleus")],
                            img[:, meta.channel_index("cytoplasm")])
     base_ap = float(np.mean(truth_check.ap_per_frame(truth["cells"], cells)))
-    return {"movie": name, "seed": seed, "wall_s": round(wall, 1), "check": check,
+    return {"movie": name, "seed": seed, "wall_s": round(run.wall_s, 1), "check": check,
             "baseline": {"spot_f1_log_otsu_3d": base_f1, "cell_ap50_otsu_watershed": base_ap}}
 
 
