@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cellspot import omezarr
 from cellspot.register import read_drift_csv
 from cellspot.report import coloc as coloc_mod
-from cellspot.report import html, plots, tables
+from cellspot.report import html, plots, tables, trust
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ SUMMARY_LABELS = {
     "n_cell_tracks": ("cell tracks", 1),
     "n_divisions": ("divisions", 1),
     "median_cycle_time_s": ("cell cycle, birth to division (median, min)", 1 / 60),
+    "n_cell_timepoints_at_border": ("cell-timepoints cut by the image border (left out of "
+                                    "the per-cell means)", 1),
     "mean_cell_volume_um3": ("cell volume (mean, µm³)", 1),
     "mean_cell_speed_um_s": ("cell speed (mean, µm/min)", 60),
     "mean_persistence": ("track persistence (mean)", 1),
@@ -105,6 +107,9 @@ class ReportConfig(BaseModel):
     msd_max_lag: int = Field(10, ge=1, description="largest MSD lag, in timepoints")
     diffusion_fit_lags: int = Field(4, ge=1, description="MSD lags fitted for D")
     min_rna_track_length: int = Field(3, ge=2)
+    border_cells: Literal["exclude", "include"] = Field(
+        "exclude", description="cells cut by the xy image border in per-cell means and "
+        "medians (they are always counted and listed, flagged at_border)")
     max_rna_tracks_plotted: int = Field(200, ge=0)
     max_qc_size: int = Field(1024, ge=64, description="QC images are downsampled to at most "
                              "this many pixels per side")
@@ -236,28 +241,6 @@ def qc_panels(image, cell_labels, nucleus_labels, roles: dict[str, int],
     return panels
 
 
-def _notes(cells, nuclei, spots, cell_tracks, drift) -> list[str]:
-    notes = []
-    if len(cells) == 0:
-        notes.append("No cells were found in this batch: there are no per-cell statistics, "
-                     "tracks or lineage.")
-    else:
-        if len(nuclei) == 0:
-            notes.append("No nuclei were found in this batch: nucleus volumes and the "
-                         "localisation of RNA relative to the nucleus are not available.")
-        if len(cell_tracks) == 0:
-            notes.append("Cells were found but not tracked: no speeds, trajectories or lineage.")
-    if len(spots) == 0:
-        notes.append("No RNA spots were found in this batch: RNA counts are zero and there "
-                     "is no RNA localisation or motion analysis.")
-    elif len(cells) and (spots["cell_id"] > 0).sum() == 0:
-        notes.append(f"None of the {len(spots)} RNA spots lies inside a cell.")
-    if drift is not None and "flagged" in drift and drift["flagged"].astype(bool).any():
-        bad = drift.loc[drift["flagged"].astype(bool), "t"].astype(int).tolist()
-        notes.append(f"Drift estimation flagged {len(bad)} timepoint(s) as unreliable: {bad}.")
-    return notes
-
-
 def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
             channels: Mapping[str, str] | None = None, batch: str = "batch") -> ReportResult:
     """All tables, the colocalisation test and the figures of one batch (nothing written)."""
@@ -277,17 +260,19 @@ def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
     drift = None
     if inputs.drift is not None and Path(inputs.drift).exists():
         drift = read_drift_csv(inputs.drift)
-    notes = _notes(cells, nuclei, spots, cell_tracks, drift)
     if len(spots) and "distance_to_nucleus_um" not in spots:
         log.info("%s has no distance_to_nucleus_um: computing it from %s", inputs.spots,
                  inputs.nucleus_labels)
         spots = spots.assign(distance_to_nucleus_um=coloc_mod.distance_at_spots(
             spots, nucleus_labels, vs))
 
-    ctp = tables.cell_timepoint_table(cells, nuclei, spots, cell_tracks, vs, dt)
+    ctp = tables.cell_timepoint_table(cells, nuclei, spots, cell_tracks, vs, dt,
+                                      image_shape=cell_labels.shape[-3:])
     ctr = tables.cell_track_table(cell_tracks, vs, dt, ctp, cfg.msd_max_lag)
     rtr = tables.rna_track_table(spot_tracks, spots, vs, dt, cfg.msd_max_lag,
                                  cfg.diffusion_fit_lags, cfg.min_rna_track_length, cells)
+    notes = trust.notes(cells, nuclei, spots, cell_tracks, drift, ctp, ctr, n_t, vs,
+                        cfg.border_cells == "exclude")
     coloc = None
     if len(cells) and len(spots):
         coloc = coloc_mod.colocalisation(
@@ -295,7 +280,8 @@ def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
             coloc_mod.choose_timepoints(n_t, cfg.coloc_timepoints), cfg.n_permutations,
             cfg.seed)
     summary = tables.batch_summary(batch, ctp, ctr, rtr, spots, n_t,
-                                   coloc.as_dict() if coloc else None, drift, notes)
+                                   coloc.as_dict() if coloc else None, drift, notes,
+                                   cfg.border_cells)
     result = ReportResult({"cell_stats": ctp, "cell_track_stats": ctr,
                            "rna_track_stats": rtr, "batch_summary": summary}, coloc, notes)
 

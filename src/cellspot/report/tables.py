@@ -30,7 +30,7 @@ REQUIRED = {
 CELL_TIMEPOINT_COLUMNS = [
     "t", "time_s", "label", "track_id", "z", "y", "x", "z_um", "y_um", "x_um", "volume_um3",
     "speed_um_s", "nucleus_volume_um3", "n_nuclei", "rna_total", "rna_nuclear",
-    "rna_cytoplasmic", "rna_mean_distance_to_nucleus_um",
+    "rna_cytoplasmic", "rna_mean_distance_to_nucleus_um", "at_border",
 ]
 CELL_TRACK_COLUMNS = [
     "track_id", "root", "parent", "generation", "t_start", "t_end", "n_timepoints",
@@ -74,19 +74,33 @@ def _has_parent(parent, track_id, known: set) -> bool:
     return bool(pd.notna(parent) and parent != track_id and parent > 0 and parent in known)
 
 
+def at_xy_border(cells: pd.DataFrame, image_shape: Sequence[int] | None) -> np.ndarray:
+    """Whether each cell's bounding box (``bbox_*`` columns, half-open) touches the xy border
+    of an image of ``image_shape`` (Z, Y, X): the cell is cut, so its volume, RNA count and
+    centroid (hence speed) are partial. All False without a shape or bounding boxes."""
+    cols = ["bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"]
+    if image_shape is None or not all(c in cells for c in cols):
+        return np.zeros(len(cells), bool)
+    _, ny, nx = (int(v) for v in image_shape[-3:])
+    return ((cells["bbox_y0"] <= 0) | (cells["bbox_x0"] <= 0) | (cells["bbox_y1"] >= ny)
+            | (cells["bbox_x1"] >= nx)).to_numpy(bool)
+
+
 def cell_timepoint_table(cells: pd.DataFrame, nuclei: pd.DataFrame, spots: pd.DataFrame,
                          cell_tracks: pd.DataFrame, voxel_size: Sequence[float],
-                         dt: float) -> pd.DataFrame:
+                         dt: float, image_shape: Sequence[int] | None = None) -> pd.DataFrame:
     """One row per cell per timepoint: size, position, speed, nucleus and RNA counts.
 
     Speed is the displacement of the cell's centroid since its track's previous timepoint,
     in µm/s (NaN at a track's first point or for a cell without a track). RNA counts are
     spots with that ``cell_id`` at that ``t``, split by ``compartment``; the mean distance
     of its RNA to the nucleus uses the spots' ``distance_to_nucleus_um`` (negative inside).
+    ``at_border`` flags a cell cut by the xy image border (:func:`at_xy_border`).
     """
     if len(cells) == 0:
         return _empty(CELL_TIMEPOINT_COLUMNS)
     out = cells[["t", "label", "z", "y", "x", "volume_um3"]].copy()
+    out["at_border"] = at_xy_border(cells, image_shape)
     out["t"] = out["t"].astype(int)
     out["label"] = out["label"].astype(int)
     out["time_s"] = out["t"] * float(dt)
@@ -286,9 +300,17 @@ def rna_track_table(spot_tracks: pd.DataFrame, spots: pd.DataFrame,
 def batch_summary(batch: str, cell_timepoints: pd.DataFrame, cell_tracks: pd.DataFrame,
                   rna_tracks: pd.DataFrame, spots: pd.DataFrame, n_timepoints: int,
                   colocalisation: dict | None = None, drift: pd.DataFrame | None = None,
-                  notes: Sequence[str] = ()) -> pd.DataFrame:
-    """A one-row table of the batch's headline numbers (the row of the all-batches table)."""
-    ctp, spots_in = cell_timepoints, (spots[spots["cell_id"] > 0] if len(spots) else spots)
+                  notes: Sequence[str] = (), border_cells: str = "exclude") -> pd.DataFrame:
+    """A one-row table of the batch's headline numbers (the row of the all-batches table).
+
+    With ``border_cells="exclude"`` the per-cell means and medians (volume, speed, RNA per
+    cell) leave out cells cut by the image border (``at_border``); cell counts keep them.
+    """
+    spots_in = spots[spots["cell_id"] > 0] if len(spots) else spots
+    ctp = cell_timepoints
+    at_border = (ctp["at_border"].astype(bool) if "at_border" in ctp
+                 else pd.Series(False, index=ctp.index))
+    whole = ctp[~at_border] if border_cells == "exclude" else ctp
     comp = spots_in["compartment"].astype(str) if len(spots_in) else pd.Series(dtype=str)
 
     def mean(s):
@@ -307,13 +329,14 @@ def batch_summary(batch: str, cell_timepoints: pd.DataFrame, cell_tracks: pd.Dat
         "n_cell_tracks": int(len(cell_tracks)),
         "n_divisions": int(cell_tracks["divides"].sum()) if len(cell_tracks) else 0,
         "median_cycle_time_s": median(cell_tracks.get("cycle_time_s", pd.Series(dtype=float))),
-        "mean_cell_volume_um3": mean(ctp.get("volume_um3", pd.Series(dtype=float))),
-        "mean_cell_speed_um_s": mean(ctp.get("speed_um_s", pd.Series(dtype=float))),
+        "n_cell_timepoints_at_border": int(at_border.sum()),
+        "mean_cell_volume_um3": mean(whole.get("volume_um3", pd.Series(dtype=float))),
+        "mean_cell_speed_um_s": mean(whole.get("speed_um_s", pd.Series(dtype=float))),
         "mean_persistence": mean(cell_tracks.get("persistence", pd.Series(dtype=float))),
         "n_rna_spots": int(len(spots)),
         "n_rna_in_cells": int(len(spots_in)),
-        "mean_rna_per_cell": mean(ctp.get("rna_total", pd.Series(dtype=float))),
-        "median_rna_per_cell": median(ctp.get("rna_total", pd.Series(dtype=float))),
+        "mean_rna_per_cell": mean(whole.get("rna_total", pd.Series(dtype=float))),
+        "median_rna_per_cell": median(whole.get("rna_total", pd.Series(dtype=float))),
         "fraction_rna_nuclear": float((comp == "nucleus").mean()) if len(comp) else np.nan,
         "fraction_rna_cytoplasmic": float((comp == "cytoplasm").mean()) if len(comp) else np.nan,
         "n_rna_tracks": int(len(rna_tracks)),

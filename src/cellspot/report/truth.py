@@ -19,6 +19,9 @@ from cellspot.report.coloc import signed_distance_to_nucleus
 from cellspot.simulate import value_at
 
 
+BBOX = [f"bbox_{a}{e}" for e in "01" for a in "zyx"]  # half-open, as merge's tables
+
+
 def _objects(labels: np.ndarray, voxel_size) -> pd.DataFrame:
     rows = []
     voxel_um3 = float(np.prod(voxel_size))
@@ -29,9 +32,13 @@ def _objects(labels: np.ndarray, voxel_size) -> pd.DataFrame:
             continue
         com = np.asarray(ndi.center_of_mass(np.ones(labels[t].shape), labels[t], ids))
         vol = ndi.sum_labels(np.ones(labels[t].shape), labels[t], ids)
+        boxes = ndi.find_objects(labels[t])
         for i, c, v in zip(ids, com.reshape(-1, 3), vol):
-            rows.append((t, int(i), *c, int(v), v * voxel_um3))
-    return pd.DataFrame(rows, columns=["t", "label", "z", "y", "x", "volume_vox", "volume_um3"])
+            box = boxes[int(i) - 1]
+            rows.append((t, int(i), *c, int(v), v * voxel_um3, *(s.start for s in box),
+                         *(s.stop for s in box)))
+    return pd.DataFrame(rows, columns=["t", "label", "z", "y", "x", "volume_vox", "volume_um3",
+                                       *BBOX])
 
 
 def tables_from_truth(movie, position_noise_px: float = 0.0, seed: int = 0) -> dict[str, pd.DataFrame]:
