@@ -40,6 +40,7 @@ from scipy.spatial import cKDTree
 
 from .omezarr import ImageMeta, OmeZarrError, atomic_output, create_labels, open_array, read_meta
 from .resources import without_resources
+from .split_cells import absorb_anucleate_fragments, split_multinucleate
 from .segment_store import read_segmentation
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ class MergeSettings(BaseModel):
     min_volume_vox: int = Field(0, ge=0, description="3D objects smaller than this are dropped")
     nucleus_min_overlap: float = Field(0.5, gt=0, le=1, description="fraction of a nucleus "
                                        "inside a cell for it to belong to that cell")
+    split_multinucleate: bool = Field(True, description="split a cell holding several nuclei "
+                                      "into one cell per nucleus (touching daughters after a "
+                                      "division); false for binucleate cell types")
     spots: SpotSettings = Field(default_factory=SpotSettings)
 
     @classmethod
@@ -1312,6 +1316,13 @@ def merge_timepoint(cells_2d: np.ndarray | None, nuclei_2d: np.ndarray | None,
     names = list(meta.channel_names) if image is not None else []
     sem = semantic_map(cells, nuclei)
     parents = assign_nuclei(cells, nuclei, s.nucleus_min_overlap)
+    if s.split_multinucleate and len(parents):
+        cells, n_joined = absorb_anucleate_fragments(cells, parents)
+        cells, n_split = split_multinucleate(cells, nuclei, parents, vs)
+        if n_joined or n_split:
+            cells = _sequential(cells)
+            sem = semantic_map(cells, nuclei)
+            parents = assign_nuclei(cells, nuclei, s.nucleus_min_overlap)
     ntab = object_table(nuclei, image, vs, names)
     ntab["cell_id"] = parents.set_index("nucleus_id")["cell_id"].reindex(ntab["label"]) \
         .fillna(0).to_numpy(np.int64) if len(ntab) else pd.Series([], dtype="int64")

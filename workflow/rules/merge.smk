@@ -29,7 +29,8 @@ rule merge:
     params:
         settings=without_resources(MERGE),
         spot_channel=config["channels"]["rna"],
-        code=code_fingerprint("merge", "segment_store", "omezarr", "errors"),
+        code=code_fingerprint("merge", "split_cells", "rna_counts", "segment_store", "omezarr",
+                              "errors"),
     log:
         "results/{batch}/logs/merge.log",
     benchmark:

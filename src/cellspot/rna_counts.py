@@ -1,0 +1,212 @@
+"""RNA molecules per spot: unresolved neighbours and transcription sites.
+
+Two RNAs closer than about two PSF sigmas are one spot to a detector, and a transcription
+site holds several nascent RNAs in one bright spot. The molecules a detected spot stands for
+are found as multi-emitter fitting does in localisation microscopy:
+
+1. the region of a spot is the connected set of voxels brighter than the image background
+   plus ``threshold`` times the median spot peak; a region no larger than its spots need
+   (``dense_volume`` times the median single-spot region, per spot) holds just its spots;
+2. the PSF (a 3D Gaussian) and the single-molecule amplitude are measured on the image, on
+   isolated spots (:func:`measure_psf`);
+3. in a larger region, Gaussians are fitted (least squares, shared background), one per
+   detected spot, and one more emitter is added at the largest residual while that lowers
+   the Bayesian information criterion and the new emitter is a molecule (amplitude at least
+   ``min_amplitude`` of a single one, not on top of another);
+4. a region brighter than its fitted emitters explain (a transcription site beyond
+   ``max_extra``) counts ``round(intensity / single-molecule intensity)``.
+
+Each added emitter is counted with the detected spot nearest to it, so a spot's ``n_rna``
+is at least 1 and per-cell sums are RNA counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.optimize import least_squares
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Psf:
+    """A 3D Gaussian spot as seen in the image (px) and its single-molecule amplitude."""
+
+    sigma: tuple[float, float, float]
+    amplitude: float
+
+
+def _gauss(grid, centre, sigma):
+    return np.exp(-0.5 * sum(((g - c) / s) ** 2 for g, c, s in zip(grid, centre, sigma)))
+
+
+def _window(image, centre, radius):
+    lo = np.maximum(np.floor(np.asarray(centre) - radius).astype(int), 0)
+    hi = np.minimum(np.ceil(np.asarray(centre) + radius).astype(int) + 1, image.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    grid = np.meshgrid(*(np.arange(a, b, dtype=float) for a, b in zip(lo, hi)), indexing="ij")
+    return image[box].astype(float), grid
+
+
+def measure_psf(image: np.ndarray, positions: np.ndarray, isolated: np.ndarray,
+                n_max: int = 60) -> Psf | None:
+    """PSF sigma (z, y, x px) and amplitude: medians of single-Gaussian fits to isolated spots."""
+    idx = np.flatnonzero(isolated)[:n_max]
+    if len(idx) < 5:
+        return None
+    fits = []
+    for i in idx:
+        data, grid = _window(image, positions[i], np.array([3.0, 4.0, 4.0]))
+        if data.size < 27:
+            continue
+
+        def resid(p, data=data, grid=grid):
+            return (p[0] + p[1] * _gauss(grid, p[2:5], (p[5], p[6], p[6])) - data).ravel()
+
+        p0 = [float(np.median(data)), float(data.max() - np.median(data)), *positions[i], 1.0, 1.0]
+        try:
+            r = least_squares(resid, p0, bounds=([-np.inf, 0, -np.inf, -np.inf, -np.inf, 0.3, 0.3],
+                                                 [np.inf, np.inf, np.inf, np.inf, np.inf, 4, 4]))
+        except ValueError:
+            continue
+        if r.success:
+            fits.append((r.x[5], r.x[6], r.x[1]))
+    if len(fits) < 5:
+        return None
+    sz, sxy, amp = np.median(np.asarray(fits), axis=0)
+    return Psf((float(sz), float(sxy), float(sxy)), float(amp))
+
+
+def _fit(data, grid, centres, psf: Psf, background: float):
+    """Least-squares fit of ``len(centres)`` Gaussians of the PSF plus a background."""
+    k = len(centres)
+    amp0 = [max(float(data[tuple(np.clip(np.rint(c - [g.flat[0] for g in grid]).astype(int),
+                                          0, np.array(data.shape) - 1))] - background),
+                0.1 * psf.amplitude) for c in centres]
+    p0 = np.concatenate([[background], amp0, np.ravel(centres)])
+    lo = np.concatenate([[-np.inf], np.zeros(k), np.ravel(centres) - 1.5])
+    hi = np.concatenate([[np.inf], np.full(k, np.inf), np.ravel(centres) + 1.5])
+    basis = np.empty((k,) + data.shape)
+
+    def resid(p):
+        for j in range(k):
+            basis[j] = _gauss(grid, p[1 + k + 3 * j: 4 + k + 3 * j], psf.sigma)
+        return (p[0] + np.tensordot(p[1:1 + k], basis, 1) - data).ravel()
+
+    r = least_squares(resid, np.clip(p0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), max_nfev=200)
+    rss = float(np.sum(r.fun ** 2))
+    return r.x[1:1 + k], r.x[1 + k:].reshape(k, 3), rss, -r.fun.reshape(data.shape)
+
+
+def _bic(rss, n, k):
+    return n * np.log(max(rss, 1e-300) / n) + (1 + 4 * k) * np.log(n)
+
+
+def region_emitters(data, grid, spots_px: np.ndarray, psf: Psf, background: float,
+                    mask: np.ndarray, min_amplitude: float = 0.5,
+                    max_extra: int = 4) -> np.ndarray:
+    """Positions (px) of the emitters of one region beyond its detected spots, by BIC.
+
+    ``mask`` is the region in the window: emitters are looked for, and must end, inside it
+    (the window's edges hold the tails of neighbouring regions' spots).
+    """
+    n = data.size
+    centres = np.asarray(spots_px, float)
+    amps, centres, rss, residual = _fit(data, grid, centres, psf, background)
+    origin = np.array([g.flat[0] for g in grid])
+    added = []
+    for _ in range(max_extra):
+        smooth = np.where(mask, ndi.gaussian_filter(residual, np.asarray(psf.sigma) / 2),
+                          -np.inf)
+        at = np.array(np.unravel_index(np.argmax(smooth), smooth.shape), float) + origin
+        trial = np.vstack([centres, at])
+        a2, c2, rss2, res2 = _fit(data, grid, trial, psf, background)
+        sep = np.sqrt((((c2[-1] - c2[:-1]) / psf.sigma) ** 2).sum(axis=1)).min()
+        inside = mask[tuple(np.clip(np.rint(c2[-1] - origin).astype(int), 0,
+                                    np.array(mask.shape) - 1))]
+        if (_bic(rss2, n, len(trial)) >= _bic(rss, n, len(centres)) or not inside
+                or a2[-1] < min_amplitude * psf.amplitude or sep < 0.5):
+            break
+        amps, centres, rss, residual = a2, c2, rss2, res2
+        added.append(c2[-1])
+    return np.asarray(added).reshape(-1, 3)
+
+
+def molecules_per_spot(image: np.ndarray, positions: np.ndarray, peaks: np.ndarray,
+                       threshold: float = 0.25, dense_volume: float = 1.5,
+                       min_amplitude: float = 0.5, max_extra: int = 4,
+                       max_region_voxels: int = 20000, min_reference: int = 10
+                       ) -> tuple[np.ndarray, Psf | None]:
+    """The number of RNA molecules each spot stands for (>= 1) and the PSF it was measured
+    with (None when too few isolated spots to measure one: every spot is then one RNA).
+
+    Parameters
+    ----------
+    image : (Z, Y, X) array
+        The spot channel (preprocessed).
+    positions : (N, 3) array
+        Detected spot positions (px).
+    peaks : (N,) array
+        Background-subtracted peak of each spot (sets the region threshold).
+    threshold, dense_volume, min_amplitude, max_extra : float, float, float, int
+        See the module docstring.
+    max_region_voxels : int
+        Larger regions are counted from their intensity alone (no fit).
+    min_reference : int
+        Fewest isolated single-spot regions that measure the PSF and single molecule.
+    """
+    n = len(positions)
+    out = np.ones(n, np.int64)
+    if n == 0:
+        return out, None
+    image = np.asarray(image, np.float32)
+    background = float(np.median(image))
+    level = background + max(threshold * float(np.median(peaks)), 0.0)
+    regions, n_regions = ndi.label(image > level)
+    idx = np.clip(np.rint(positions).astype(np.int64), 0, np.array(image.shape) - 1)
+    region = regions[tuple(idx.T)]
+    per_region = np.bincount(region, minlength=n_regions + 1)
+    used = np.flatnonzero(per_region[1:]) + 1
+    volumes = np.zeros(n_regions + 1)
+    sums = np.zeros(n_regions + 1)
+    if len(used):
+        volumes[used] = ndi.sum_labels(np.ones(image.shape, np.float32), regions, used)
+        sums[used] = ndi.sum_labels(image - background, regions, used)
+    single = per_region == 1
+    single[0] = False
+    if single.sum() < min_reference:
+        log.info("only %d single-spot regions: every spot counts as one RNA", single.sum())
+        return out, None
+    v1 = float(np.median(volumes[single]))
+    isolated = single[region] & (volumes[region] <= v1)
+    psf = measure_psf(image, positions, isolated & (region > 0))
+    if psf is None:
+        return out, None
+    unit = float(np.median(sums[single & (volumes <= v1)]))
+    boxes = ndi.find_objects(regions)
+    dense = np.flatnonzero((volumes > dense_volume * v1 * np.maximum(per_region, 1))
+                           & (per_region > 0))
+    for r in dense:
+        members = np.flatnonzero(region == r)
+        if volumes[r] > max_region_voxels:
+            extra = max(int(np.floor(sums[r] / unit + 0.5)) - len(members), 0)
+            out[members[np.argmax(peaks[members])]] += extra
+            continue
+        box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, m))
+                    for s, m in zip(boxes[r - 1], image.shape))
+        grid = np.meshgrid(*(np.arange(s.start, s.stop, dtype=float) for s in box),
+                           indexing="ij")
+        added = region_emitters(image[box].astype(float), grid, positions[members], psf,
+                                background, regions[box] == r, min_amplitude, max_extra)
+        if len(added) == max_extra:  # a transcription site: more than the fit tries
+            extra = max(int(np.floor(sums[r] / unit + 0.5)) - len(members), len(added))
+            out[members[np.argmax(peaks[members])]] += extra
+            continue
+        for a in added:
+            d = (((positions[members] - a) / psf.sigma) ** 2).sum(axis=1)
+            out[members[np.argmin(d)]] += 1
+    return out, psf
