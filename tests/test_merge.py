@@ -175,12 +175,17 @@ def test_compartments_and_semantic_map():
     assert np.all(sem[(cells == 0) & (nuclei == 0)] == 0)
 
     meta = ImageMeta(("nucleus", "cytoplasm", "rna"), (0.5, 0.2, 0.2))
+    keep = merge.MergeSettings(split_multinucleate=False)
     res = merge.merge_timepoint(merge.slice_labels(cells), merge.slice_labels(nuclei), None,
-                                None, meta)
+                                None, meta, keep)
     assert res.cell_table.set_index("label")["n_nuclei"].sort_values().tolist() == [1, 2]
     ntab = res.nucleus_table
     per_cell = ntab["cell_id"].value_counts()
     assert per_cell.get(0) == 1 and sorted(per_cell.drop(0).tolist()) == [1, 2]
+    # by default the dividing cell becomes one cell per nucleus
+    res = merge.merge_timepoint(merge.slice_labels(cells), merge.slice_labels(nuclei), None,
+                                None, meta)
+    assert res.cell_table["n_nuclei"].tolist() == [1, 1, 1]
 
 
 def test_spots_compartment_cell_and_distance():
