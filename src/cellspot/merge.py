@@ -40,6 +40,7 @@ from scipy.spatial import cKDTree
 
 from .omezarr import ImageMeta, OmeZarrError, atomic_output, create_labels, open_array, read_meta
 from .resources import without_resources
+from .rna_counts import molecules_per_spot
 from .split_cells import absorb_anucleate_fragments, split_multinucleate
 from .segment_store import read_segmentation
 
@@ -52,7 +53,7 @@ SEMANTIC_PROPERTIES = [
     {"label-value": 2, "class": "nucleus"},
 ]
 SPOT_COLUMNS = ["label", "z", "y", "x", "intensity", "peak", "score", "n_slices", "z_first",
-                "z_last", "cell_id", "compartment", "distance_to_nucleus_um"]
+                "z_last", "n_rna", "cell_id", "compartment", "distance_to_nucleus_um"]
 
 
 # --------------------------------------------------------------------------- settings
@@ -77,6 +78,12 @@ class SpotSettings(BaseModel):
                                                 "integrated intensity")
     min_separation_um: float = Field(0.2, ge=0, description="3D spots whose refined positions "
                                      "are closer than this (µm) are one spot; 0 disables")
+    molecules: Literal["fit", "spots"] = Field(
+        "fit", description="RNA molecules per spot (n_rna): fit = multi-emitter fitting of "
+        "regions larger than a single spot and transcription sites by amplitude "
+        "(cellspot.rna_counts); spots = one each")
+    site_amplitude: float = Field(2.5, gt=1, description="a fitted spot this many single "
+                                  "molecules bright is a transcription site")
     channel: str | int = Field("rna", description="image channel (name or index) of the spots")
 
 
@@ -962,7 +969,8 @@ def _nucleus_surface_distance(points_px: np.ndarray, nuclei: np.ndarray,
 def _empty_spots() -> pd.DataFrame:
     dtypes = {"label": "int64", "z": "float64", "y": "float64", "x": "float64",
               "intensity": "float64", "peak": "float64", "score": "float64",
-              "n_slices": "int64", "z_first": "int64", "z_last": "int64", "cell_id": "int64",
+              "n_slices": "int64", "z_first": "int64", "z_last": "int64", "n_rna": "int64",
+              "cell_id": "int64",
               "compartment": "object", "distance_to_nucleus_um": "float64"}
     return pd.DataFrame({k: pd.Series([], dtype=v) for k, v in dtypes.items()})
 
@@ -1109,6 +1117,24 @@ def _spot_rows(detections: pd.DataFrame, image, members: np.ndarray,
                          "x": pos[:, 2], "intensity": integrated, "peak": peak,
                          "score": best_score, "n_slices": cnt, "z_first": z_first,
                          "z_last": z_last})
+
+
+def count_molecules(spots: pd.DataFrame, image: np.ndarray | None,
+                    settings: SpotSettings | None = None) -> pd.DataFrame:
+    """``spots`` with ``n_rna``, the RNA molecules each spot stands for (see
+    :mod:`cellspot.rna_counts`; one each without an image or with ``molecules: spots``)."""
+    s = settings or SpotSettings()
+    n = np.ones(len(spots), np.int64)
+    if image is not None and s.molecules == "fit" and len(spots):
+        n, psf = molecules_per_spot(np.asarray(image), spots[["z", "y", "x"]].to_numpy(float),
+                                    spots["peak"].to_numpy(float),
+                                    site_amplitude=s.site_amplitude)
+        if psf is not None:
+            log.info("RNA per spot: PSF sigma %s px, %d spots, %d molecules",
+                     tuple(round(v, 2) for v in psf.sigma), len(n), int(n.sum()))
+    out = spots.drop(columns=["n_rna"], errors="ignore")
+    out.insert(out.columns.get_loc("z_last") + 1, "n_rna", n)
+    return out
 
 
 def _locate(df: pd.DataFrame, cells, nuclei, voxel_size, parents=None) -> pd.DataFrame:
@@ -1336,6 +1362,7 @@ def merge_timepoint(cells_2d: np.ndarray | None, nuclei_2d: np.ndarray | None,
     members = link_spot_detections(detections, spot_img, vs, s.spots)
     spots = merge_spots(detections, spot_img, vs, cells=cells, nuclei=nuclei,
                         settings=s.spots, members=members, parents=parents)
+    spots = count_molecules(spots, spot_img, s.spots)
     blobs = spot_labels(members, detections, shape)
     if len(spots):
         stab = _spot_object_columns(spots, blobs, image if image is not None else np.zeros(

@@ -13,8 +13,8 @@ are found as multi-emitter fitting does in localisation microscopy:
    detected spot, and one more emitter is added at the largest residual while that lowers
    the Bayesian information criterion and the new emitter is a molecule (amplitude at least
    ``min_amplitude`` of a single one, not on top of another);
-4. a region brighter than its fitted emitters explain (a transcription site beyond
-   ``max_extra``) counts ``round(intensity / single-molecule intensity)``.
+4. a fitted spot brighter than ``site_amplitude`` single molecules is a transcription site
+   holding ``round(amplitude / single amplitude)`` RNAs.
 
 Each added emitter is counted with the detected spot nearest to it, so a spot's ``n_rna``
 is at least 1 and per-cell sums are RNA counts.
@@ -82,22 +82,47 @@ def measure_psf(image: np.ndarray, positions: np.ndarray, isolated: np.ndarray,
 
 
 def _fit(data, grid, centres, psf: Psf, background: float):
-    """Least-squares fit of ``len(centres)`` Gaussians of the PSF plus a background."""
+    """Least-squares fit of ``len(centres)`` Gaussians of the PSF plus a background.
+
+    Returns the amplitudes, centres (px), residual sum of squares and the residual image
+    (data minus model). The Jacobian is analytic: a region of k spots costs a few k-sized
+    linear solves, not k^2 image evaluations.
+    """
     k = len(centres)
-    amp0 = [max(float(data[tuple(np.clip(np.rint(c - [g.flat[0] for g in grid]).astype(int),
-                                          0, np.array(data.shape) - 1))] - background),
-                0.1 * psf.amplitude) for c in centres]
+    coords = np.stack([g.ravel() for g in grid], 1)            # (n, 3)
+    sig2 = np.asarray(psf.sigma, float) ** 2
+    flat = data.ravel()
+    origin = coords[0]
+    ij = np.clip(np.rint(np.asarray(centres) - origin).astype(int), 0,
+                 np.array(data.shape) - 1)
+    amp0 = np.maximum(data[tuple(ij.T)] - background, 0.1 * psf.amplitude)
     p0 = np.concatenate([[background], amp0, np.ravel(centres)])
     lo = np.concatenate([[-np.inf], np.zeros(k), np.ravel(centres) - 1.5])
     hi = np.concatenate([[np.inf], np.full(k, np.inf), np.ravel(centres) + 1.5])
-    basis = np.empty((k,) + data.shape)
+
+    def parts(p):
+        mu = p[1 + k:].reshape(k, 3)
+        d = coords[None, :, :] - mu[:, None, :]               # (k, n, 3)
+        g = np.exp(-0.5 * (d ** 2 / sig2).sum(-1))             # (k, n)
+        return p[1:1 + k], d, g
 
     def resid(p):
-        for j in range(k):
-            basis[j] = _gauss(grid, p[1 + k + 3 * j: 4 + k + 3 * j], psf.sigma)
-        return (p[0] + np.tensordot(p[1:1 + k], basis, 1) - data).ravel()
+        a, _, g = parts(p)
+        return p[0] + a @ g - flat
 
-    r = least_squares(resid, np.clip(p0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), max_nfev=200)
+    def jac(p):
+        a, d, g = parts(p)
+        j = np.empty((len(flat), 1 + 4 * k))
+        j[:, 0] = 1.0
+        j[:, 1:1 + k] = g.T
+        dmu = (a[:, None, None] * g[:, :, None] * d / sig2)   # (k, n, 3)
+        j[:, 1 + k:] = dmu.transpose(1, 0, 2).reshape(len(flat), 3 * k)
+        return j
+
+    # Amplitudes stay >= 0 and emitters within 1.5 px of their start; LSMR keeps the trust
+    # region steps cheap when a region holds many emitters.
+    r = least_squares(resid, np.clip(p0, lo + 1e-9, hi - 1e-9), jac=jac, bounds=(lo, hi),
+                      tr_solver="lsmr", max_nfev=100)
     rss = float(np.sum(r.fun ** 2))
     return r.x[1:1 + k], r.x[1 + k:].reshape(k, 3), rss, -r.fun.reshape(data.shape)
 
@@ -108,17 +133,19 @@ def _bic(rss, n, k):
 
 def region_emitters(data, grid, spots_px: np.ndarray, psf: Psf, background: float,
                     mask: np.ndarray, min_amplitude: float = 0.5,
-                    max_extra: int = 4) -> np.ndarray:
-    """Positions (px) of the emitters of one region beyond its detected spots, by BIC.
+                    max_extra: int = 4, min_separation: float = 1.0) -> np.ndarray:
+    """Emitters of one region beyond its detected spots, by BIC: their positions (px) and
+    the fitted amplitudes of all emitters (the detected spots' first).
 
     ``mask`` is the region in the window: emitters are looked for, and must end, inside it
     (the window's edges hold the tails of neighbouring regions' spots).
     """
     n = data.size
-    centres = np.asarray(spots_px, float)
-    amps, centres, rss, residual = _fit(data, grid, centres, psf, background)
+    start = np.asarray(spots_px, float)
+    if n < 2 * (1 + 4 * (len(start) + 1)):
+        return np.zeros((0, 3)), np.full(len(start), psf.amplitude)
+    amps, centres, rss, residual = _fit(data, grid, start, psf, background)
     origin = np.array([g.flat[0] for g in grid])
-    added = []
     for _ in range(max_extra):
         smooth = np.where(mask, ndi.gaussian_filter(residual, np.asarray(psf.sigma) / 2),
                           -np.inf)
@@ -128,19 +155,21 @@ def region_emitters(data, grid, spots_px: np.ndarray, psf: Psf, background: floa
         sep = np.sqrt((((c2[-1] - c2[:-1]) / psf.sigma) ** 2).sum(axis=1)).min()
         inside = mask[tuple(np.clip(np.rint(c2[-1] - origin).astype(int), 0,
                                     np.array(mask.shape) - 1))]
+        # every detected spot keeps an emitter on it (which one may swap with the new one)
+        moved = np.sqrt(((start[:, None] - c2[None]) ** 2).sum(-1)).min(axis=1).max()
         if (_bic(rss2, n, len(trial)) >= _bic(rss, n, len(centres)) or not inside
-                or a2[-1] < min_amplitude * psf.amplitude or sep < 0.5):
+                or a2.min() < min_amplitude * psf.amplitude or sep < min_separation
+                or moved > 1.0 or n < 2 * (1 + 4 * (len(trial) + 1))):
             break
         amps, centres, rss, residual = a2, c2, rss2, res2
-        added.append(c2[-1])
-    return np.asarray(added).reshape(-1, 3)
+    return centres[len(start):], amps
 
 
 def molecules_per_spot(image: np.ndarray, positions: np.ndarray, peaks: np.ndarray,
-                       threshold: float = 0.25, dense_volume: float = 1.5,
+                       threshold: float = 0.25, dense_volume: float = 1.0,
                        min_amplitude: float = 0.5, max_extra: int = 4,
-                       max_region_voxels: int = 20000, min_reference: int = 10
-                       ) -> tuple[np.ndarray, Psf | None]:
+                       site_amplitude: float = 2.5, max_region_spots: int = 12,
+                       min_reference: int = 10) -> tuple[np.ndarray, Psf | None]:
     """The number of RNA molecules each spot stands for (>= 1) and the PSF it was measured
     with (None when too few isolated spots to measure one: every spot is then one RNA).
 
@@ -152,10 +181,11 @@ def molecules_per_spot(image: np.ndarray, positions: np.ndarray, peaks: np.ndarr
         Detected spot positions (px).
     peaks : (N,) array
         Background-subtracted peak of each spot (sets the region threshold).
-    threshold, dense_volume, min_amplitude, max_extra : float, float, float, int
+    threshold, dense_volume, min_amplitude, max_extra, site_amplitude : float, ..., float
         See the module docstring.
-    max_region_voxels : int
-        Larger regions are counted from their intensity alone (no fit).
+    max_region_spots : int
+        Regions holding more detected spots are not fitted (each spot counts as one): a
+        crowded region costs a fit with four parameters per spot.
     min_reference : int
         Fewest isolated single-spot regions that measure the PSF and single molecule.
     """
@@ -170,43 +200,38 @@ def molecules_per_spot(image: np.ndarray, positions: np.ndarray, peaks: np.ndarr
     idx = np.clip(np.rint(positions).astype(np.int64), 0, np.array(image.shape) - 1)
     region = regions[tuple(idx.T)]
     per_region = np.bincount(region, minlength=n_regions + 1)
-    used = np.flatnonzero(per_region[1:]) + 1
+    per_region[0] = 0
+    used = np.flatnonzero(per_region)
     volumes = np.zeros(n_regions + 1)
-    sums = np.zeros(n_regions + 1)
     if len(used):
         volumes[used] = ndi.sum_labels(np.ones(image.shape, np.float32), regions, used)
-        sums[used] = ndi.sum_labels(image - background, regions, used)
     single = per_region == 1
-    single[0] = False
     if single.sum() < min_reference:
         log.info("only %d single-spot regions: every spot counts as one RNA", single.sum())
         return out, None
     v1 = float(np.median(volumes[single]))
-    isolated = single[region] & (volumes[region] <= v1)
-    psf = measure_psf(image, positions, isolated & (region > 0))
+    psf = measure_psf(image, positions, single[region] & (volumes[region] <= v1))
     if psf is None:
         return out, None
-    unit = float(np.median(sums[single & (volumes <= v1)]))
     boxes = ndi.find_objects(regions)
     dense = np.flatnonzero((volumes > dense_volume * v1 * np.maximum(per_region, 1))
-                           & (per_region > 0))
+                           & (per_region > 0) & (per_region <= max_region_spots))
+    order = np.argsort(region, kind="stable")
+    start = np.searchsorted(region[order], np.arange(n_regions + 2))
     for r in dense:
-        members = np.flatnonzero(region == r)
-        if volumes[r] > max_region_voxels:
-            extra = max(int(np.floor(sums[r] / unit + 0.5)) - len(members), 0)
-            out[members[np.argmax(peaks[members])]] += extra
-            continue
+        members = order[start[r]:start[r + 1]]
         box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, m))
                     for s, m in zip(boxes[r - 1], image.shape))
         grid = np.meshgrid(*(np.arange(s.start, s.stop, dtype=float) for s in box),
                            indexing="ij")
-        added = region_emitters(image[box].astype(float), grid, positions[members], psf,
-                                background, regions[box] == r, min_amplitude, max_extra)
-        if len(added) == max_extra:  # a transcription site: more than the fit tries
-            extra = max(int(np.floor(sums[r] / unit + 0.5)) - len(members), len(added))
-            out[members[np.argmax(peaks[members])]] += extra
-            continue
+        added, amps = region_emitters(image[box].astype(float), grid, positions[members],
+                                      psf, background, regions[box] == r, min_amplitude,
+                                      max_extra)
+        # A detected spot far brighter than one molecule is a transcription site.
+        bright = amps[:len(members)] / psf.amplitude
+        out[members] = np.where(bright >= site_amplitude, np.floor(bright + 0.5), 1).astype(
+            np.int64)
         for a in added:
-            d = (((positions[members] - a) / psf.sigma) ** 2).sum(axis=1)
+            d = (((positions[members] - a) / np.asarray(psf.sigma)) ** 2).sum(axis=1)
             out[members[np.argmin(d)]] += 1
     return out, psf

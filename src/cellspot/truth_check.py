@@ -117,10 +117,14 @@ def spot_match(truth: pd.DataFrame, pred: pd.DataFrame, voxel_size,
 
 
 def _counts_in(labels: np.ndarray, spots: pd.DataFrame, t: int) -> pd.Series:
-    """Number of ``spots`` of frame ``t`` per label of ``labels[t]`` (looked up at their position)."""
-    pos = spots.loc[spots["t"] == t, ["z", "y", "x"]].to_numpy(float)
+    """RNA of the ``spots`` of frame ``t`` per label of ``labels[t]`` (looked up at their
+    position; each spot counts its molecules, :func:`cellspot.report.tables.molecules`)."""
+    from cellspot.report.tables import molecules
+
+    sel = spots[spots["t"] == t]
+    pos = sel[["z", "y", "x"]].to_numpy(float)
     ids = value_at(np.asarray(labels[t]), pos) if len(pos) else np.zeros(0, int)
-    return pd.Series(ids[ids > 0]).value_counts()
+    return pd.Series(molecules(sel)[ids > 0]).groupby(ids[ids > 0]).sum()
 
 
 def _touches_xy_border(labels: np.ndarray) -> set[int]:
@@ -133,7 +137,8 @@ def rna_per_cell(truth: dict, cells: np.ndarray, spots: pd.DataFrame,
                  pairs: list[dict[int, int]] | None = None) -> pd.DataFrame:
     """Counted vs true RNA of every truth cell matched to a found cell (IoU >= 0.5).
 
-    The count is the merge stage's: spots of ``spots.parquet`` whose ``cell_id`` is the cell.
+    The count is the merge stage's: the molecules (``n_rna``) of the spots of
+    ``spots.parquet`` whose ``cell_id`` is the cell.
     ``complete`` is False for a truth cell cut by the xy image border. ``error_cells_only``
     counts the truth spots in the found cell (the segmentation's share of the error),
     ``error_spots_only`` the found spots in the truth cell (the spot detection's share).
@@ -141,7 +146,11 @@ def rna_per_cell(truth: dict, cells: np.ndarray, spots: pd.DataFrame,
     pairs = pairs if pairs is not None else cell_pairs(truth["cells"], cells)
     rows = []
     ref = truth["cells_table"].set_index(["t", "cell_id"])["n_spots"]
-    found = spots[spots["cell_id"] > 0].groupby(["t", "cell_id"]).size()
+    from cellspot.report.tables import molecules
+
+    inside = spots[spots["cell_id"] > 0]
+    found = pd.Series(molecules(inside), index=pd.MultiIndex.from_frame(
+        inside[["t", "cell_id"]])).groupby(level=[0, 1]).sum()
 
     def rel(n, true_n):
         return (n - true_n) / true_n if true_n else np.nan

@@ -62,6 +62,8 @@ SUMMARY_LABELS = {
     "mean_persistence": ("track persistence (mean)", 1),
     "n_rna_spots": ("RNA spots", 1),
     "n_rna_in_cells": ("RNA spots inside cells", 1),
+    "n_rna_molecules": ("RNA molecules (spots holding unresolved neighbours or a "
+                        "transcription site count several)", 1),
     "mean_rna_per_cell": ("RNA per cell (mean)", 1),
     "median_rna_per_cell": ("RNA per cell (median)", 1),
     "fraction_rna_nuclear": ("fraction of RNA in nuclei", 1),

@@ -29,7 +29,7 @@ REQUIRED = {
 
 CELL_TIMEPOINT_COLUMNS = [
     "t", "time_s", "label", "track_id", "z", "y", "x", "z_um", "y_um", "x_um", "volume_um3",
-    "speed_um_s", "nucleus_volume_um3", "n_nuclei", "rna_total", "rna_nuclear",
+    "speed_um_s", "nucleus_volume_um3", "n_nuclei", "n_spots", "rna_total", "rna_nuclear",
     "rna_cytoplasmic", "rna_mean_distance_to_nucleus_um", "at_border",
 ]
 CELL_TRACK_COLUMNS = [
@@ -65,6 +65,14 @@ def to_um(df: pd.DataFrame, voxel_size: Sequence[float]) -> np.ndarray:
     return df[AXES].to_numpy(float) * np.asarray(voxel_size, float)
 
 
+def molecules(spots: pd.DataFrame) -> np.ndarray:
+    """RNA molecules of each spot: ``n_rna`` (merge's count of unresolved neighbours and
+    transcription sites), one each for a table without it."""
+    if "n_rna" in spots:
+        return spots["n_rna"].fillna(1).to_numpy(np.int64)
+    return np.ones(len(spots), np.int64)
+
+
 def _empty(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
 
@@ -93,8 +101,9 @@ def cell_timepoint_table(cells: pd.DataFrame, nuclei: pd.DataFrame, spots: pd.Da
 
     Speed is the displacement of the cell's centroid since its track's previous timepoint,
     in µm/s (NaN at a track's first point or for a cell without a track). RNA counts are
-    spots with that ``cell_id`` at that ``t``, split by ``compartment``; the mean distance
-    of its RNA to the nucleus uses the spots' ``distance_to_nucleus_um`` (negative inside).
+    spots with that ``cell_id`` at that ``t``, split by ``compartment``: ``n_spots`` counts
+    spots, ``rna_*`` molecules (:func:`molecules`). The mean distance of its RNA to the
+    nucleus uses the spots' ``distance_to_nucleus_um`` (negative inside).
     ``at_border`` flags a cell cut by the xy image border (:func:`at_xy_border`).
     """
     if len(cells) == 0:
@@ -127,14 +136,17 @@ def cell_timepoint_table(cells: pd.DataFrame, nuclei: pd.DataFrame, spots: pd.Da
     rna = spots[spots["cell_id"] > 0] if len(spots) else spots
     if len(rna):
         comp = rna["compartment"].astype(str)
+        n = molecules(rna)
         agg = pd.DataFrame({
             "t": rna["t"].astype(int).to_numpy(), "label": rna["cell_id"].astype(int).to_numpy(),
-            "rna_total": 1, "rna_nuclear": (comp == "nucleus").to_numpy().astype(int),
-            "rna_cytoplasmic": (comp == "cytoplasm").to_numpy().astype(int),
+            "n_spots": 1, "rna_total": n,
+            "rna_nuclear": n * (comp == "nucleus").to_numpy(),
+            "rna_cytoplasmic": n * (comp == "cytoplasm").to_numpy(),
             "rna_mean_distance_to_nucleus_um": (
                 rna["distance_to_nucleus_um"].to_numpy(float)
                 if "distance_to_nucleus_um" in rna else np.nan),
         }).groupby(["t", "label"]).agg(
+            n_spots=("n_spots", "sum"),
             rna_total=("rna_total", "sum"), rna_nuclear=("rna_nuclear", "sum"),
             rna_cytoplasmic=("rna_cytoplasmic", "sum"),
             rna_mean_distance_to_nucleus_um=("rna_mean_distance_to_nucleus_um", "mean"),
@@ -142,7 +154,7 @@ def cell_timepoint_table(cells: pd.DataFrame, nuclei: pd.DataFrame, spots: pd.Da
         out = out.merge(agg, on=["t", "label"], how="left")
     else:
         out["rna_mean_distance_to_nucleus_um"] = np.nan
-    for c in ("rna_total", "rna_nuclear", "rna_cytoplasmic"):
+    for c in ("n_spots", "rna_total", "rna_nuclear", "rna_cytoplasmic"):
         out[c] = out[c].fillna(0).astype(int) if c in out else 0
     return out[CELL_TIMEPOINT_COLUMNS].sort_values(["t", "label"]).reset_index(drop=True)
 
@@ -307,6 +319,7 @@ def batch_summary(batch: str, cell_timepoints: pd.DataFrame, cell_tracks: pd.Dat
     cell) leave out cells cut by the image border (``at_border``); cell counts keep them.
     """
     spots_in = spots[spots["cell_id"] > 0] if len(spots) else spots
+    n_in = molecules(spots_in)
     ctp = cell_timepoints
     at_border = (ctp["at_border"].astype(bool) if "at_border" in ctp
                  else pd.Series(False, index=ctp.index))
@@ -337,8 +350,11 @@ def batch_summary(batch: str, cell_timepoints: pd.DataFrame, cell_tracks: pd.Dat
         "n_rna_in_cells": int(len(spots_in)),
         "mean_rna_per_cell": mean(whole.get("rna_total", pd.Series(dtype=float))),
         "median_rna_per_cell": median(whole.get("rna_total", pd.Series(dtype=float))),
-        "fraction_rna_nuclear": float((comp == "nucleus").mean()) if len(comp) else np.nan,
-        "fraction_rna_cytoplasmic": float((comp == "cytoplasm").mean()) if len(comp) else np.nan,
+        "n_rna_molecules": int(molecules(spots).sum()),
+        "fraction_rna_nuclear": (float((n_in * (comp == "nucleus").to_numpy()).sum() / n_in.sum())
+                                 if len(comp) else np.nan),
+        "fraction_rna_cytoplasmic": (float((n_in * (comp == "cytoplasm").to_numpy()).sum() / n_in.sum())
+                                     if len(comp) else np.nan),
         "n_rna_tracks": int(len(rna_tracks)),
         "median_rna_diffusion_um2_s": median(rna_tracks.get("diffusion_um2_s",
                                                             pd.Series(dtype=float))),
