@@ -87,3 +87,35 @@ def test_border_cells_setting_is_validated():
     assert build.ReportConfig().border_cells == "exclude"
     with pytest.raises(ValueError):
         build.ReportConfig(border_cells="sometimes")
+
+
+def _tracks(n_cells, n_t, common_step_px, seed=0):
+    """Cells on independent random walks (2 px steps) plus a common step per frame (px)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(1, n_cells + 1):
+        p = rng.uniform(20, 80, 3)
+        for t in range(n_t):
+            rows.append((c, t, *p))
+            p = p + rng.normal(0, 2.0, 3) + [0, common_step_px, 0]
+    return pd.DataFrame(rows, columns=["track_id", "t", "z", "y", "x"])
+
+
+def test_common_motion_of_tracked_cells():
+    moving = tables.common_motion(_tracks(40, 8, 1.0), VS)
+    # 7 common steps of 1 px = 1.75 µm in y, recovered within 3 standard errors
+    last = moving.iloc[-1]
+    assert abs(last["dy_um"] - 1.75) < 3 * last["se_y_um"] and last["n_cells"] == 40
+    assert "moved together by" in trust.common_motion(moving, VS)
+    still = tables.common_motion(_tracks(40, 8, 0.0), VS)
+    assert trust.common_motion(still, VS) is None
+    assert len(tables.common_motion(_tracks(0, 8, 0.0), VS)) == 0
+
+
+def test_drift_figure_with_common_motion():
+    from cellspot.report import plots
+
+    drift = pd.DataFrame({"t": range(8), "dz": 0.0, "dy": np.arange(8.0), "dx": 0.0})
+    fig = plots.drift_figure(drift, VS, tables.common_motion(_tracks(10, 8, 0.5), VS))
+    assert len(fig.axes) == 2
+    assert len(plots.drift_figure(drift, VS).axes) == 1

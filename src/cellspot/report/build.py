@@ -30,7 +30,10 @@ TABLES = ("cell_stats", "cell_track_stats", "rna_track_stats", "batch_summary")
 FIGURES = {
     "qc": ("QC: max projections", "Maximum projections of the preprocessed image at chosen "
            "timepoints with cell and nucleus outlines and cell tracks up to that time.", "QC"),
-    "drift": ("Drift", "Estimated sample drift per axis; flagged timepoints in red.", "QC"),
+    "drift": ("Drift", "Left: estimated sample drift per axis; flagged timepoints in red. "
+              "Right: the mean displacement of the tracked cells left after the correction "
+              "(band: two standard errors); near zero when the correction followed the sample, "
+              "a trend when it followed the cells or the cells migrate together.", "QC"),
     "lineage": ("Lineage tree", "Each bar is a cell track over its lifetime; brackets join a "
                 "dividing cell to its daughters.", "Cells"),
     "trajectories": ("Trajectories", "Left: cell centroid trajectories in the xy plane. Right: "
@@ -273,8 +276,9 @@ def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
     ctr = tables.cell_track_table(cell_tracks, vs, dt, ctp, cfg.msd_max_lag)
     rtr = tables.rna_track_table(spot_tracks, spots, vs, dt, cfg.msd_max_lag,
                                  cfg.diffusion_fit_lags, cfg.min_rna_track_length, cells)
+    common = tables.common_motion(cell_tracks, vs)
     notes = trust.notes(cells, nuclei, spots, cell_tracks, drift, ctp, ctr, n_t, vs,
-                        cfg.border_cells == "exclude")
+                        cfg.border_cells == "exclude", common)
     coloc = None
     if len(cells) and len(spots):
         coloc = coloc_mod.colocalisation(
@@ -293,7 +297,7 @@ def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
     step = panels[0]["step"] if panels else 1
     figs = {
         "qc": plots.qc_figure(panels, vs[2] * step),
-        "drift": plots.drift_figure(drift, vs),
+        "drift": plots.drift_figure(drift, vs, common),
         "lineage": plots.lineage_figure(ctr, dt),
         "trajectories": plots.trajectories_figure(cell_tracks, spot_tracks, vs,
                                                   cfg.max_rna_tracks_plotted),

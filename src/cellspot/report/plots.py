@@ -118,12 +118,27 @@ def outlines(label_projection: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- motion
 
 
-def drift_figure(drift: pd.DataFrame | None, voxel_size: Sequence[float]) -> Figure:
-    """Estimated drift (µm) per axis over time, flagged frames marked."""
+def drift_figure(drift: pd.DataFrame | None, voxel_size: Sequence[float],
+                 common: pd.DataFrame | None = None) -> Figure:
+    """Estimated drift (µm) per axis over time, flagged frames marked; beside it, with
+    ``common`` (:func:`cellspot.report.tables.common_motion`), the tracked cells' common motion
+    left after the correction, with a band of two standard errors."""
     if drift is None or len(drift) == 0:
         return blank("No drift estimate")
-    fig = Figure(figsize=(6.5, 3.2))
-    ax = fig.add_subplot()
+    with_common = common is not None and len(common) > 1
+    fig = Figure(figsize=(11, 3.2) if with_common else (6.5, 3.2))
+    ax = fig.add_subplot(1, 2 if with_common else 1, 1)
+    if with_common:
+        ax2 = fig.add_subplot(1, 2, 2)
+        for i, a in enumerate("zyx"):
+            m, e = common[f"d{a}_um"], common[f"se_{a}_um"]
+            ax2.plot(common["t"], m, "o-", ms=3, color=f"C{i}", label=a)
+            ax2.fill_between(common["t"], m - 2 * e, m + 2 * e, color=f"C{i}", alpha=0.15)
+        ax2.axhline(0, color="k", lw=0.8)
+        ax2.set_xlabel("timepoint")
+        ax2.set_ylabel("mean cell displacement (µm)")
+        ax2.legend(fontsize=8, ncol=3)
+        ax2.set_title("Tracked cells' common motion after correction", fontsize=10)
     for ax_name, v in zip(("dz", "dy", "dx"), voxel_size):
         ax.plot(drift["t"], drift[ax_name] * v, "o-", ms=3, label=ax_name[1])
     if "flagged" in drift and drift["flagged"].astype(bool).any():

@@ -238,9 +238,44 @@ def track_step_speeds(df: pd.DataFrame, voxel_size: Sequence[float], dt: float) 
     tid, t = df["track_id"].to_numpy(), df["t"].to_numpy(float)
     out = np.full(len(df), np.nan)
     same = tid[1:] == tid[:-1]
-    step = np.linalg.norm(np.diff(pos, axis=0), axis=1) / (np.diff(t) * float(dt))
-    out[1:][same] = step[same]
+    # only steps within a track: across two tracks the times may be equal
+    step = np.linalg.norm(np.diff(pos, axis=0)[same], axis=1) / (np.diff(t)[same] * float(dt))
+    out[1:][same] = step
     return out
+
+
+def common_motion(cell_tracks: pd.DataFrame, voxel_size: Sequence[float]) -> pd.DataFrame:
+    """The cells' common motion left after drift correction: per timepoint, the cumulative
+    mean displacement (µm, z/y/x) of the cells tracked from one timepoint to the next, and its
+    standard error.
+
+    Cells that move on their own average out, so the curve stays near 0 (within its error)
+    when the drift correction followed the sample; a steady trend means the correction
+    followed the cells, or the cells migrate together.
+    """
+    cols = ["t", "n_cells", "dz_um", "dy_um", "dx_um", "se_z_um", "se_y_um", "se_x_um"]
+    if len(cell_tracks) == 0:
+        return _empty(cols)
+    ct = cell_tracks.sort_values(["track_id", "t"], kind="stable")
+    pos = to_um(ct, voxel_size)
+    same = (ct["track_id"].to_numpy()[1:] == ct["track_id"].to_numpy()[:-1]) & (
+        np.diff(ct["t"].to_numpy()) == 1)
+    steps = pd.DataFrame(np.diff(pos, axis=0)[same], columns=["z", "y", "x"])
+    steps["t"] = ct["t"].to_numpy()[1:][same]
+    g = steps.groupby("t")
+    n = g.size()
+    mean = g[["z", "y", "x"]].mean()
+    se = (g[["z", "y", "x"]].std(ddof=1).fillna(0).div(np.sqrt(n), axis=0))
+    t0 = int(ct["t"].min())
+    ts = range(t0, int(ct["t"].max()) + 1)
+    mean = mean.reindex(ts, fill_value=0.0)
+    var = (se ** 2).reindex(ts, fill_value=0.0)
+    mean.loc[t0] = 0.0
+    out = pd.DataFrame({"t": list(ts), "n_cells": n.reindex(ts, fill_value=0).to_numpy()})
+    for a in "zyx":
+        out[f"d{a}_um"] = mean[a].cumsum().to_numpy()
+        out[f"se_{a}_um"] = np.sqrt(var[a].cumsum().to_numpy())
+    return out[cols]
 
 
 def rna_track_table(spot_tracks: pd.DataFrame, spots: pd.DataFrame,

@@ -20,6 +20,7 @@ CROWDED_SHARE = 0.25      # ... and this share of such spots makes a note
 JUMP_SHARE = 0.25         # cell count change between frames, relative to the median count
 ONE_FRAME_SHARE = 0.2     # share of one-timepoint cell tracks that makes a note
 BORDER_SHARE = 0.5        # share of cell-timepoints cut by the border that makes a note
+COMMON_MOTION_PX = 1.0    # common motion of tracked cells left after drift correction
 
 
 def missing_objects(cells, nuclei, spots, cell_tracks) -> list[str]:
@@ -119,6 +120,28 @@ def border_cells(cell_stats: pd.DataFrame, excluded: bool) -> str | None:
             f"{what} the per-cell means: the field is small for these cells.")
 
 
+def common_motion(common: pd.DataFrame, voxel_size: Sequence[float]) -> str | None:
+    """Tracked cells that moved together after drift correction (:func:`cellspot.report.
+    tables.common_motion`): more than ``COMMON_MOTION_PX`` xy pixels and three standard
+    errors, in y or x, at some timepoint."""
+    if common is None or len(common) < 3:
+        return None
+    px = float(voxel_size[2])
+    worst = None
+    for a in "yx":
+        m, e = common[f"d{a}_um"].abs(), common[f"se_{a}_um"]
+        hit = (m > COMMON_MOTION_PX * px) & (m > 3 * e)
+        if hit.any() and (worst is None or m.max() > worst[1]):
+            worst = (a, float(m.max()))
+    if worst is None:
+        return None
+    return (f"After drift correction the tracked cells still moved together by "
+            f"{worst[1]:.2f} µm in {worst[0]} (right panel of the drift figure): either the "
+            "correction followed the cells rather than the sample (check "
+            "preprocess.registration.channel; speeds and tracks carry this motion) or the "
+            "cells migrate together.")
+
+
 def flagged_drift(drift: pd.DataFrame | None) -> str | None:
     """Timepoints the drift estimation flagged as unreliable."""
     if drift is None or "flagged" not in drift or not drift["flagged"].astype(bool).any():
@@ -130,8 +153,9 @@ def flagged_drift(drift: pd.DataFrame | None) -> str | None:
 
 
 def notes(cells, nuclei, spots, cell_tracks, drift, cell_stats, cell_track_stats,
-          n_timepoints: int, voxel_size, border_excluded: bool = True) -> list[str]:
-    """Every note of a batch, most basic first."""
+          n_timepoints: int, voxel_size, border_excluded: bool = True,
+          common: pd.DataFrame | None = None) -> list[str]:
+    """Every note of a batch, most basic first (``common``: the cells' common motion)."""
     found = [
         crowded_spots(spots, voxel_size) if len(spots) else None,
         cell_count_jumps(cells, n_timepoints),
@@ -139,5 +163,6 @@ def notes(cells, nuclei, spots, cell_tracks, drift, cell_stats, cell_track_stats
         unpaired_divisions(cell_track_stats),
         border_cells(cell_stats, border_excluded),
         flagged_drift(drift),
+        common_motion(common, voxel_size),
     ]
     return missing_objects(cells, nuclei, spots, cell_tracks) + [n for n in found if n]
