@@ -29,7 +29,6 @@ found vs true RNA per cell (``<work>/<movie>/results/<movie>/report/``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_run import log, run_simulated
+from workflow_run import log, movie_parser, run_simulated
 
 MOVIES = {
     "easy": ({"n_cells": 6, "cell_speed": 0.2, "spots_per_cell": (10, 20),
@@ -92,11 +91,7 @@ def misses(r: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--movies", nargs="+", default=list(MOVIES), choices=list(MOVIES))
-    p.add_argument("--work", default="/tmp/cellspot-e2e-truth")
-    p.add_argument("--json", help="also write every movie's full truth_check here")
-    args = p.parse_args(argv)
+    args = movie_parser(__doc__, MOVIES, "/tmp/cellspot-e2e-truth").parse_args(argv)
     t0, rows, full = time.time(), [], {}
     for name in args.movies:
         settings, seed = MOVIES[name]

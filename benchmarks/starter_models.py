@@ -15,7 +15,6 @@ cells at a finer voxel size, other PSF). Seeds 0, 31, 32, 33: no test or trainin
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from workflow_run import ROOT, log, run_simulated
+from workflow_run import ROOT, log, movie_parser, run_simulated
 
 MOVIES = {
     "demo": ({}, 0),
@@ -107,11 +106,7 @@ def row(r: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--movies", nargs="+", default=list(MOVIES), choices=list(MOVIES))
-    p.add_argument("--work", default="/tmp/cellspot-starter-bench")
-    p.add_argument("--json", help="also write the results here")
-    args = p.parse_args(argv)
+    args = movie_parser(__doc__, MOVIES, "/tmp/cellspot-starter-bench").parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     from cellspot.starter import read_card
 

@@ -8,6 +8,7 @@ rule ``truth_check`` scores the run's own outputs.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -55,3 +56,12 @@ def run_simulated(name: str, settings: dict, seed: int, work: Path) -> Simulated
         raise SystemExit(f"{name}: workflow failed\n{proc.stderr[-4000:]}")
     return SimulatedRun(name, seed, wd, wd / "results" / name, wd / "input" / "truth", movie,
                         wall)
+
+
+def movie_parser(doc: str, movies, work: str) -> argparse.ArgumentParser:
+    """The command line shared by the end-to-end benchmarks: which movies, where, JSON out."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--movies", nargs="+", default=list(movies), choices=list(movies))
+    p.add_argument("--work", default=work)
+    p.add_argument("--json", help="also write every movie's results here")
+    return p
