@@ -505,3 +505,13 @@ def test_kill_9_at_every_stage_then_rerun_matches_an_uninterrupted_run(tmp_path,
     assert final.returncode == 0, final.stderr[-3000:]
     assert not different and not temps and digest(raw) == raw_digest
     assert planned_jobs(wd) == {}
+
+
+def test_demo_in_a_folder_that_is_not_a_checkout_is_one_line(tmp_path, fault):
+    proc = subprocess.run([str(Path(sys.executable).with_name("cellspot")), "demo", "--directory",
+                           str(tmp_path / "nowhere")], capture_output=True, text=True)
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    fault("cellspot demo --directory naming a missing folder", "one line, no traceback",
+          f"rc {proc.returncode}, {len(out)} line(s): {out[-1] if out else ''}")
+    assert proc.returncode == 2 and len(out) == 1 and "Traceback" not in proc.stderr
+    assert "not a cellspot workflow folder" in out[0]

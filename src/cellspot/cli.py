@@ -101,9 +101,14 @@ def cmd_runs(args) -> int:
 
 def cmd_demo(args) -> int:
     """Simulate the default movie (seeded) if absent, then run the workflow on it."""
+    from .errors import InputError
     from .simulate import simulate_movie, write_simulation
 
-    os.chdir(args.directory)
+    where = Path(args.directory)
+    if not (where / "Snakefile").is_file() or not (where / "config" / "demo.yaml").is_file():
+        raise InputError(f"{where}: not a cellspot workflow folder (it needs Snakefile and "
+                         "config/demo.yaml); --directory names a checkout of cellspot")
+    os.chdir(where)
     if not DEMO_MOVIE.exists():
         logging.info("simulating the demo movie (seed %d) -> %s", DEMO_SEED, DEMO_MOVIE)
         write_simulation(simulate_movie(seed=DEMO_SEED), DEMO_MOVIE.parent)
