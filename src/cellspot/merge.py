@@ -41,8 +41,8 @@ from scipy.spatial import cKDTree
 from .omezarr import ImageMeta, OmeZarrError, atomic_output, create_labels, open_array, read_meta
 from .resources import without_resources
 from .rna_counts import molecules_per_spot
-from .split_cells import absorb_anucleate_fragments, split_multinucleate
 from .segment_store import read_segmentation
+from .split_cells import absorb_anucleate_fragments, split_multinucleate
 
 log = logging.getLogger(__name__)
 
@@ -1340,15 +1340,14 @@ def merge_timepoint(cells_2d: np.ndarray | None, nuclei_2d: np.ndarray | None,
         if a.shape != shape:
             raise ValueError(f"{name} labels {a.shape} do not match the image {shape}")
     names = list(meta.channel_names) if image is not None else []
-    sem = semantic_map(cells, nuclei)
     parents = assign_nuclei(cells, nuclei, s.nucleus_min_overlap)
     if s.split_multinucleate and len(parents):
         cells, n_joined = absorb_anucleate_fragments(cells, parents)
         cells, n_split = split_multinucleate(cells, nuclei, parents, vs)
         if n_joined or n_split:
             cells = _sequential(cells)
-            sem = semantic_map(cells, nuclei)
             parents = assign_nuclei(cells, nuclei, s.nucleus_min_overlap)
+    sem = semantic_map(cells, nuclei)
     ntab = object_table(nuclei, image, vs, names)
     ntab["cell_id"] = parents.set_index("nucleus_id")["cell_id"].reindex(ntab["label"]) \
         .fillna(0).to_numpy(np.int64) if len(ntab) else pd.Series([], dtype="int64")

@@ -133,7 +133,8 @@ def _bic(rss, n, k):
 
 def region_emitters(data, grid, spots_px: np.ndarray, psf: Psf, background: float,
                     mask: np.ndarray, min_amplitude: float = 0.5,
-                    max_extra: int = 4, min_separation: float = 1.0) -> np.ndarray:
+                    max_extra: int = 4, min_separation: float = 1.0
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Emitters of one region beyond its detected spots, by BIC: their positions (px) and
     the fitted amplitudes of all emitters (the detected spots' first).
 

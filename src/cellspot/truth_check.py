@@ -36,7 +36,10 @@ from cellspot.errors import InputError
 from cellspot.metrics import average_precision, match_points, matched_pairs
 from cellspot.omezarr import atomic_output, open_array, read_meta, write_text_atomic
 from cellspot.register import read_drift_csv
-from cellspot.simulate import value_at
+from cellspot.report.build import ReportConfig
+from cellspot.report.coloc import signed_distance_to_nucleus
+from cellspot.report.tables import molecules, rna_track_table, track_step_speeds
+from cellspot.simulate import read_truth_folder, value_at
 
 SPOT_MATCH_PX = 3.0  # xy pixels; spots further apart than this are not a match
 RNA_COLUMNS = ["t", "true_cell", "label", "iou", "complete", "rna_true", "rna_found", "error",
@@ -45,8 +48,6 @@ RNA_COLUMNS = ["t", "true_cell", "label", "iou", "complete", "rna_true", "rna_fo
 
 def read_truth(truth_dir: str | os.PathLike) -> dict:
     """A ``truth/`` folder (:func:`cellspot.simulate.read_truth_folder`), checked first."""
-    from cellspot.simulate import read_truth_folder
-
     d = Path(truth_dir)
     need = ["cells.tif", "nuclei.tif", "spots.csv", "lineage.csv", "drift.csv", "cells.csv",
             "cell_centres.csv", "simulation.json"]
@@ -61,18 +62,18 @@ def ap_per_frame(truth: np.ndarray, pred: np.ndarray) -> list[float]:
     return [average_precision(truth[t], np.asarray(pred[t])) for t in range(truth.shape[0])]
 
 
-def cell_pairs(truth_cells: np.ndarray, found: np.ndarray) -> list[dict[int, int]]:
-    """Per frame, the truth cell -> found label pairs matched one-to-one at IoU >= 0.5."""
+def cell_pairs(truth_cells: np.ndarray, found: np.ndarray) -> list[dict[int, tuple[int, float]]]:
+    """Per frame, truth cell -> (found label, IoU), matched one-to-one at IoU >= 0.5."""
     out = []
     for t in range(truth_cells.shape[0]):
-        a, b, _, _, _ = matched_pairs(truth_cells[t], np.asarray(found[t]))
-        out.append(dict(zip(a.astype(int).tolist(), b.astype(int).tolist())))
+        a, b, iou, _, _ = matched_pairs(truth_cells[t], np.asarray(found[t]))
+        out.append({int(i): (int(j), float(v)) for i, j, v in zip(a, b, iou)})
     return out
 
 
 def spot_match(truth: pd.DataFrame, pred: pd.DataFrame, voxel_size,
                truth_nuclei: np.ndarray | None = None,
-               pairs: list[dict[int, int]] | None = None) -> dict:
+               pairs: list[dict[int, tuple[int, float]]] | None = None) -> dict:
     """3D spot detection counts over all frames, one-to-one within ``SPOT_MATCH_PX`` xy px.
 
     With ``pairs`` (:func:`cell_pairs`) and ``truth_nuclei``, also how the matched spots were
@@ -81,8 +82,6 @@ def spot_match(truth: pd.DataFrame, pred: pd.DataFrame, voxel_size,
     distance to the nucleus surface (µm) against the same distance on the truth nuclei.
     """
     from scipy import ndimage as ndi
-
-    from cellspot.report.coloc import signed_distance_to_nucleus
 
     scale = np.asarray(voxel_size, float)
     tp = fp = fn = 0
@@ -94,7 +93,7 @@ def spot_match(truth: pd.DataFrame, pred: pd.DataFrame, voxel_size,
         tp, fp, fn = tp + len(ia), fp + len(b) - len(ib), fn + len(a) - len(ia)
         if pairs is None or not len(ia):
             continue
-        want = np.array([pairs[t].get(int(c), -1) if c > 0 else 0
+        want = np.array([pairs[t].get(int(c), (-1, 0.0))[0] if c > 0 else 0
                          for c in ta["cell_id"].to_numpy()[ia]])
         right_cell += list(want == pb["cell_id"].to_numpy()[ib])
         right_comp += list(ta["compartment"].to_numpy()[ia] == pb["compartment"].to_numpy()[ib])
@@ -119,8 +118,6 @@ def spot_match(truth: pd.DataFrame, pred: pd.DataFrame, voxel_size,
 def _counts_in(labels: np.ndarray, spots: pd.DataFrame, t: int) -> pd.Series:
     """RNA of the ``spots`` of frame ``t`` per label of ``labels[t]`` (looked up at their
     position; each spot counts its molecules, :func:`cellspot.report.tables.molecules`)."""
-    from cellspot.report.tables import molecules
-
     sel = spots[spots["t"] == t]
     pos = sel[["z", "y", "x"]].to_numpy(float)
     ids = value_at(np.asarray(labels[t]), pos) if len(pos) else np.zeros(0, int)
@@ -134,7 +131,7 @@ def _touches_xy_border(labels: np.ndarray) -> set[int]:
 
 
 def rna_per_cell(truth: dict, cells: np.ndarray, spots: pd.DataFrame,
-                 pairs: list[dict[int, int]] | None = None) -> pd.DataFrame:
+                 pairs: list[dict[int, tuple[int, float]]] | None = None) -> pd.DataFrame:
     """Counted vs true RNA of every truth cell matched to a found cell (IoU >= 0.5).
 
     The count is the merge stage's: the molecules (``n_rna``) of the spots of
@@ -146,8 +143,6 @@ def rna_per_cell(truth: dict, cells: np.ndarray, spots: pd.DataFrame,
     pairs = pairs if pairs is not None else cell_pairs(truth["cells"], cells)
     rows = []
     ref = truth["cells_table"].set_index(["t", "cell_id"])["n_spots"]
-    from cellspot.report.tables import molecules
-
     inside = spots[spots["cell_id"] > 0]
     found = pd.Series(molecules(inside), index=pd.MultiIndex.from_frame(
         inside[["t", "cell_id"]])).groupby(level=[0, 1]).sum()
@@ -156,17 +151,13 @@ def rna_per_cell(truth: dict, cells: np.ndarray, spots: pd.DataFrame,
         return (n - true_n) / true_n if true_n else np.nan
 
     for t in range(truth["cells"].shape[0]):
-        iou = {}
-        if pairs[t]:
-            a, b, v, _, _ = matched_pairs(truth["cells"][t], np.asarray(cells[t]))
-            iou = dict(zip(a.astype(int).tolist(), v.tolist()))
         cut = _touches_xy_border(truth["cells"][t])
         truth_in_found = _counts_in(cells, truth["spots"], t)
         found_in_truth = _counts_in(truth["cells"], spots, t)
-        for a, b in pairs[t].items():
+        for a, (b, iou) in pairs[t].items():
             true_n = int(ref.get((t, a), 0))
             got = int(found.get((t, b), 0))
-            rows.append((t, a, b, iou[a], a not in cut, true_n, got, rel(got, true_n),
+            rows.append((t, a, b, iou, a not in cut, true_n, got, rel(got, true_n),
                          rel(int(truth_in_found.get(b, 0)), true_n),
                          rel(int(found_in_truth.get(a, 0)), true_n)))
     return pd.DataFrame(rows, columns=RNA_COLUMNS)
@@ -192,8 +183,6 @@ def speed_errors(truth: dict, tracked: np.ndarray, cell_tracks: pd.DataFrame, vo
     clipping moves a centroid) at both; speeds are the report's (:func:`track_step_speeds`),
     the true ones from the simulated cell centres.
     """
-    from cellspot.report.tables import track_step_speeds
-
     centres = truth["centres"].rename(columns={"cell_id": "track_id"}).sort_values(
         ["track_id", "t"], kind="stable")
     true_v = pd.Series(track_step_speeds(centres, voxel_size, dt),
@@ -205,8 +194,8 @@ def speed_errors(truth: dict, tracked: np.ndarray, cell_tracks: pd.DataFrame, vo
     cut = [_touches_xy_border(frame) for frame in truth["cells"]]
     steps = []
     for t in range(1, len(pairs)):
-        for cell, trk in pairs[t].items():
-            if (pairs[t - 1].get(cell) == trk and (t, trk) in found_v.index
+        for cell, (trk, _) in pairs[t].items():
+            if (pairs[t - 1].get(cell, (None,))[0] == trk and (t, trk) in found_v.index
                     and cell not in cut[t] | cut[t - 1]):
                 steps.append((cell, float(true_v.get((t, cell), np.nan)),
                               float(found_v[(t, trk)])))
@@ -224,9 +213,6 @@ def rna_diffusion(truth: dict, spot_tracks: pd.DataFrame, spots: pd.DataFrame,
     MSD fit (:func:`cellspot.report.tables.rna_track_table`); the simulated tracks are the
     truth RNA identities relative to the true cell centres.
     """
-    from cellspot.report.build import ReportConfig
-    from cellspot.report.tables import rna_track_table
-
     cfg = ReportConfig()
     kw = dict(voxel_size=voxel_size, dt=dt, msd_max_lag=cfg.msd_max_lag,
               fit_lags=cfg.diffusion_fit_lags, min_length=cfg.min_rna_track_length)

@@ -268,9 +268,8 @@ def common_motion(cell_tracks: pd.DataFrame, voxel_size: Sequence[float]) -> pd.
     se = (g[["z", "y", "x"]].std(ddof=1).fillna(0).div(np.sqrt(n), axis=0))
     t0 = int(ct["t"].min())
     ts = range(t0, int(ct["t"].max()) + 1)
-    mean = mean.reindex(ts, fill_value=0.0)
+    mean = mean.reindex(ts, fill_value=0.0)   # t0 has no step: 0
     var = (se ** 2).reindex(ts, fill_value=0.0)
-    mean.loc[t0] = 0.0
     out = pd.DataFrame({"t": list(ts), "n_cells": n.reindex(ts, fill_value=0).to_numpy()})
     for a in "zyx":
         out[f"d{a}_um"] = mean[a].cumsum().to_numpy()
@@ -365,6 +364,10 @@ def batch_summary(batch: str, cell_timepoints: pd.DataFrame, cell_tracks: pd.Dat
         s = pd.to_numeric(s, errors="coerce").dropna()
         return float(s.mean()) if len(s) else np.nan
 
+    def share_of(selected: pd.Series) -> float:
+        """Share of the RNA molecules in cells that ``selected`` picks out."""
+        return float((n_in * selected.to_numpy()).sum() / n_in.sum()) if len(n_in) else np.nan
+
     def median(s):
         s = pd.to_numeric(s, errors="coerce").dropna()
         return float(s.median()) if len(s) else np.nan
@@ -386,10 +389,8 @@ def batch_summary(batch: str, cell_timepoints: pd.DataFrame, cell_tracks: pd.Dat
         "mean_rna_per_cell": mean(whole.get("rna_total", pd.Series(dtype=float))),
         "median_rna_per_cell": median(whole.get("rna_total", pd.Series(dtype=float))),
         "n_rna_molecules": int(molecules(spots).sum()),
-        "fraction_rna_nuclear": (float((n_in * (comp == "nucleus").to_numpy()).sum() / n_in.sum())
-                                 if len(comp) else np.nan),
-        "fraction_rna_cytoplasmic": (float((n_in * (comp == "cytoplasm").to_numpy()).sum() / n_in.sum())
-                                     if len(comp) else np.nan),
+        "fraction_rna_nuclear": share_of(comp == "nucleus"),
+        "fraction_rna_cytoplasmic": share_of(comp == "cytoplasm"),
         "n_rna_tracks": int(len(rna_tracks)),
         "median_rna_diffusion_um2_s": median(rna_tracks.get("diffusion_um2_s",
                                                             pd.Series(dtype=float))),
