@@ -4,7 +4,7 @@ Part 1, stitching. Ground-truth 3D labels are cut into per-slice 2D instances (c
 components of each object's section, ids shuffled per slice), optionally perturbed as a 2D
 segmenter errs (per 2D instance: dropped, cut in two, merged with a touching neighbour), then
 stitched by ours (:func:`cellspot.merge.stitch_slices`, default settings) and by the Cellpose
-rule (:func:`cellspot.merge.stitch_slices_cellpose`, greedy argmax IoU >= 0.25) in the same run.
+rule (:func:`cellspot.stitch_slices_cellpose`, greedy argmax IoU >= 0.25) in the same run.
 3D AP@0.5 and AP@0.75 (TP / (TP + FP + FN)) against the truth, mean over seeds. Data: the
 synthetic movie (cells and nuclei, cellspot.simulate), the real 8-cell mouse embryo nuclei
 (QCANet/BBBC050) and StarDist's 3D nuclei (../shared/data; skipped when absent).
@@ -30,8 +30,10 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from cellspot import merge
-from cellspot.metrics import average_precision_at, match_points
+from cellspot_bench.metrics import average_precision_at, match_points
 from cellspot.simulate import SimulationConfig, simulate_movie
+from cellspot_bench.baselines import stitch_slices_cellpose
+from cellspot_bench.corrupt import slice_labels
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NOISE = {
@@ -73,12 +75,12 @@ def stitching(movie, seeds, quick):
     for name, truth, vs in datasets(movie, quick):
         for noise, kw in NOISE.items():
             for seed in range(seeds):
-                slices = merge.slice_labels(truth, seed=seed, **kw)
+                slices = slice_labels(truth, seed=seed, **kw)
                 ours = merge.stitch_slices(
                     slices, settings.iou_threshold, settings.max_gap, vs,
                     fragment_containment=settings.fragment_containment,
                     merge_coverage=settings.merge_coverage, waist_ratio=settings.waist_ratio)
-                base = merge.stitch_slices_cellpose(slices)
+                base = stitch_slices_cellpose(slices)
                 for method, pred in (("ours", ours), ("cellpose", base)):
                     ap = average_precision_at(truth, pred, (0.5, 0.75))
                     rows.append({"data": name.split(" t")[0] if name.startswith("synthetic")
@@ -161,8 +163,8 @@ def spots(movie, quick):
                                     counts.get("best detection", [0, 0])[1] + len(best)]
         if np.allclose(d, 0):
             # Cell and compartment with the stitched truth labels (sample = raw frame here).
-            cells = merge.stitch_slices(merge.slice_labels(movie.cells[t]))
-            nuclei = merge.stitch_slices(merge.slice_labels(movie.nuclei[t]))
+            cells = merge.stitch_slices(slice_labels(movie.cells[t]))
+            nuclei = merge.stitch_slices(slice_labels(movie.nuclei[t]))
             sp = merge.merge_spots(det, img, vs, cells=cells, nuclei=nuclei)
             ti, pi = match_points(tpos, sp[["z", "y", "x"]].to_numpy(), 1.0, scale=vs)
             # Map stitched ids to truth ids by overlap.

@@ -19,6 +19,8 @@ from scipy import ndimage as ndi
 
 from cellspot import merge
 from cellspot.omezarr import ImageMeta
+from cellspot_bench.baselines import stitch_slices_cellpose
+from cellspot_bench.corrupt import slice_labels
 
 
 def monolayer(shape, n_cells, rng):
@@ -111,8 +113,8 @@ def main():
     pos = spots_in(cells3d, args.spots, rng)
     rna = render(shape, pos, rng=rng)
     image = np.stack([(nuclei3d > 0).astype(np.float32), (cells3d > 0).astype(np.float32), rna])
-    cells2d = merge.slice_labels(cells3d, seed=1)
-    nuclei2d = merge.slice_labels(nuclei3d, seed=2)
+    cells2d = slice_labels(cells3d, seed=1)
+    nuclei2d = slice_labels(nuclei3d, seed=2)
     det = detections_of(pos, rng)
     meta = ImageMeta(("nucleus", "cytoplasm", "rna"), (0.5, 0.2, 0.2), name="scale")
     print(f"input built in {time.perf_counter() - t0:.1f} s: shape {shape}, "
@@ -125,7 +127,7 @@ def main():
     rows = []
     t_cells, c3 = timed(merge.stitch_slices, cells2d, repeat=r, **kw)
     rows.append(("stitch cells (ours)", t_cells))
-    t_cp, c3_cp = timed(merge.stitch_slices_cellpose, cells2d, repeat=r)
+    t_cp, c3_cp = timed(stitch_slices_cellpose, cells2d, repeat=r)
     rows.append(("stitch cells (Cellpose baseline)", t_cp))
     t_nuc, n3 = timed(merge.stitch_slices, nuclei2d, repeat=r, **kw)
     rows.append(("stitch nuclei (ours)", t_nuc))
@@ -144,7 +146,7 @@ def main():
     print(f"\n{'step':48s} {'seconds':>8s}")
     for name, sec in rows:
         print(f"{name:48s} {sec:8.2f}")
-    from cellspot.metrics import match_points
+    from cellspot_bench.metrics import match_points
 
     ti, pi = match_points(pos, sp[["z", "y", "x"]].to_numpy(), 1.0, scale=meta.voxel_size)
     print(f"\nresult: {len(res.cell_table)} cells (truth {args.cells}), "

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from cellspot import coco, spots_classic
-from cellspot.metrics import MatchResult, match_instances, spot_f1
+from cellspot_bench.metrics import MatchResult, match_instances, spot_f1
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -67,7 +67,7 @@ def train_budgeted(model, coco_dir, out, minutes, probe_iters=4, narrow=True, **
     ``narrow``: the low-capacity variant (ResNet base 32 channels, FPN/heads 64) that a CPU can
     train in minutes.
     """
-    from cellspot.segment_models import narrow_overrides
+    from cellspot_bench.models import narrow_overrides
     from cellspot.segment_train import train_model
 
     if narrow:

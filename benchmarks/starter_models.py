@@ -66,7 +66,7 @@ def baseline_cells(nuc: np.ndarray, cyto: np.ndarray) -> np.ndarray:
 
 
 def run_movie(name: str, work: Path) -> dict:
-    from cellspot import truth_check
+    from cellspot_bench import truth_check
     from cellspot.omezarr import open_array, read_meta
 
     settings, seed = MOVIES[name]

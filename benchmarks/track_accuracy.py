@@ -4,7 +4,7 @@ Both trackers link the same detections of simulated movies with divisions (cells
 
 * ``gt``: ground-truth detections (linking only; the masks are the true masks);
 * ``perturbed``: the 3D labels the merge stage builds from per-slice 2D instances with
-  segmentation-like errors (``merge.slice_labels`` with drops, splits and merges, then
+  segmentation-like errors (``slice_labels`` with drops, splits and merges, then
   ``merge.stitch_slices``): controlled error rates;
 * ``maskrcnn`` (with ``--cells-model DIR``, a trained cells model's ``config.py`` and
   ``checkpoint.pth``): the pipeline's own detections. The cells model runs on every z-slice
@@ -34,6 +34,8 @@ import pandas as pd
 from cellspot import ctc, track
 from cellspot.merge import object_table, slice_labels, stitch_slices
 from cellspot.simulate import SimulationConfig, simulate_movie
+from cellspot_bench.baselines import track_laptrack
+from cellspot_bench.ctc_eval import evaluate_ctc, write_ctc_ground_truth
 
 REPO = Path(__file__).resolve().parents[1]
 CELL_CONFIG = REPO / "config" / "btrack" / "cell_config.json"
@@ -82,7 +84,7 @@ def objects(labels: np.ndarray, voxel_size) -> pd.DataFrame:
 
 def evaluate(tmp: Path, name: str, labels, tracks) -> dict:
     track.write_ctc(tmp / name, labels, tracks)
-    r = ctc.evaluate_ctc(tmp / name, tmp / "gt")
+    r = evaluate_ctc(tmp / name, tmp / "gt")
     n_div = int((tracks.groupby("track_id")["parent"].first() > 0).sum() // 2) if len(
         tracks) else 0
     return {"TRA": r["TRA"], "DET": r["DET"], "divisions": n_div}
@@ -111,7 +113,7 @@ def main():
             n_div = int((m.lineage.parent_id > 0).sum() // 2)
             with tempfile.TemporaryDirectory() as d:
                 tmp = Path(d)
-                ctc.write_ctc_ground_truth(tmp / "gt", m.cells, m.lineage)
+                write_ctc_ground_truth(tmp / "gt", m.cells, m.lineage)
                 t0 = time.perf_counter()
                 sets = [("gt", m.cells), ("perturbed", pipeline_labels(m.cells, vs, seed))]
                 if args.cells_model:
@@ -127,7 +129,7 @@ def main():
                                 tr = track.track_cells(objs, CELL_CONFIG, vs,
                                                        shape=labels.shape[1:])
                             else:
-                                tr = track.track_laptrack(objs, vs, args.laptrack_distance)
+                                tr = track_laptrack(objs, vs, args.laptrack_distance)
                         dt = time.perf_counter() - t0
                         r = evaluate(tmp, f"{det}_{method}", labels, tr)
                         rows.append({"speed_um": speed, "seed": seed, "detections": det,

@@ -27,6 +27,7 @@ import pandas as pd
 
 from cellspot import track
 from cellspot.simulate import SimulationConfig, simulate_movie
+from cellspot_bench.baselines import track_laptrack
 
 REPO = Path(__file__).resolve().parents[1]
 SPOT_CONFIG = REPO / "config" / "btrack" / "spot_config.json"
@@ -83,7 +84,7 @@ def main():
     with open(os.devnull, "w") as f, contextlib.redirect_stdout(f):
         warm = diffusing_spots(100, 2).drop(columns="spot_id")
         track.track_spots(warm, SPOT_CONFIG, VOXEL)
-        track.track_laptrack(warm, VOXEL, max_distance=0.8, divisions=False)
+        track_laptrack(warm, VOXEL, max_distance=0.8, divisions=False)
 
     rows = []
     for n in args.counts:
@@ -95,7 +96,7 @@ def main():
             runs.append(("btrack whole", lambda: track.track_spots(inp, SPOT_CONFIG, VOXEL,
                                                                    tile_size=10 ** 9)))
         if n <= args.laptrack_max:
-            runs.append(("laptrack", lambda: track.track_laptrack(inp, VOXEL, max_distance=0.8,
+            runs.append(("laptrack", lambda: track_laptrack(inp, VOXEL, max_distance=0.8,
                                                                   divisions=False)))
         for name, fn in runs:
             t0 = time.perf_counter()

@@ -13,7 +13,7 @@
 #   CELLSPOT_VENV         virtual environment path (default ./.venv)
 #   CELLSPOT_CACHE        wheel cache (default ~/.cache/cellspot)
 #   CELLSPOT_APT=0        skip Debian packages (no root)
-#   CELLSPOT_EXTRAS       pip extras of cellspot to install (default "test")
+#   CELLSPOT_EXTRAS       pip extras of cellspot to install (default "test": tests, lint, bench)
 #   MAX_JOBS              parallel compile jobs for mmcv (default: nproc)
 set -euo pipefail
 

@@ -10,8 +10,10 @@ import pytest
 import zarr
 
 from cellspot import merge
-from cellspot.metrics import average_precision, iou_matrix
+from cellspot_bench.metrics import average_precision, iou_matrix
 from cellspot.omezarr import ImageMeta, OmeZarrError, create_image, open_array, read_attrs
+from cellspot_bench.baselines import stitch_slices_cellpose
+from cellspot_bench.corrupt import slice_labels
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QCANET = DATA / "nuclei3d_qcanet" / "instances_derived" / "8_cell_stage.tif"
@@ -45,7 +47,7 @@ def same_partition(truth, pred, min_iou=1.0):
 
 
 def test_relabel_ids_only_unique_within_slice(scene):
-    slices = merge.slice_labels(scene, seed=0)
+    slices = slice_labels(scene, seed=0)
     assert slices.max() <= 4  # ids restart in every slice
     assert same_partition(scene, merge.stitch_slices(slices))
 
@@ -55,13 +57,13 @@ def test_stitch_real_nuclei_clean_exact():
     import tifffile
 
     truth = tifffile.imread(QCANET)
-    out = merge.stitch_slices(merge.slice_labels(truth, seed=1), anisotropy=(2.18, 1, 1))
+    out = merge.stitch_slices(slice_labels(truth, seed=1), anisotropy=(2.18, 1, 1))
     assert same_partition(truth, out)
     assert out.dtype == np.uint32 and out.max() == len(np.unique(truth)) - 1
 
 
 def test_missing_slice_bridged_and_filled(scene):
-    slices = merge.slice_labels(scene, seed=0)
+    slices = slice_labels(scene, seed=0)
     z = 7
     lab1 = scene[z] == 1
     dropped = slices.copy()
@@ -74,11 +76,11 @@ def test_missing_slice_bridged_and_filled(scene):
     assert (obj == np.bincount(obj)[1:].argmax() + 1).mean() > 0.9
     # Without gap bridging (and in Cellpose's rule) the object breaks in two.
     assert merge.stitch_slices(dropped, max_gap=0).max() == 5
-    assert merge.stitch_slices_cellpose(dropped).max() >= 5
+    assert stitch_slices_cellpose(dropped).max() >= 5
 
 
 def test_split_instance_rejoined(scene):
-    slices = merge.slice_labels(scene, seed=0)
+    slices = slice_labels(scene, seed=0)
     for z in (5, 7):  # a middle slice, cut in halves across the object
         s = slices.copy()
         m = scene[z] == 3
@@ -93,11 +95,11 @@ def test_split_instance_rejoined(scene):
         yy, xx = np.nonzero(m)
         s[z][yy[xx < 42], xx[xx < 42]] = 50
     assert same_partition(scene, merge.stitch_slices(s))
-    assert merge.stitch_slices_cellpose(s).max() > 4
+    assert stitch_slices_cellpose(s).max() > 4
 
 
 def test_merged_instance_split_between_objects(scene):
-    slices = merge.slice_labels(scene, seed=0)
+    slices = slice_labels(scene, seed=0)
     z = 7
     s = slices.copy()
     s[z][(scene[z] == 1) | (scene[z] == 2)] = 99  # the segmenter joined 1 and 2 in this slice
@@ -110,19 +112,19 @@ def test_merged_instance_split_between_objects(scene):
 
 
 def test_stacked_objects_stay_apart(scene):
-    out = merge.stitch_slices(merge.slice_labels(scene, seed=0), waist_ratio=0.5)
+    out = merge.stitch_slices(slice_labels(scene, seed=0), waist_ratio=0.5)
     # Which object a cap slice belongs to is ambiguous from areas alone: allow one cap.
     assert same_partition(scene, out, min_iou=0.95)
     # Without the waist rule the caps of 3 and 4 link into one object.
-    assert merge.stitch_slices(merge.slice_labels(scene, seed=0), waist_ratio=0).max() == 3
+    assert merge.stitch_slices(slice_labels(scene, seed=0), waist_ratio=0).max() == 3
 
 
 def test_noisy_slices_not_worse_than_cellpose(scene):
     truth = scene
     for seed in range(3):
-        s = merge.slice_labels(truth, seed=seed, p_drop=0.1, p_split=0.1, p_merge=0.1)
+        s = slice_labels(truth, seed=seed, p_drop=0.1, p_split=0.1, p_merge=0.1)
         ours = average_precision(truth, merge.stitch_slices(s), 0.5)
-        base = average_precision(truth, merge.stitch_slices_cellpose(s), 0.5)
+        base = average_precision(truth, stitch_slices_cellpose(s), 0.5)
         assert ours >= base
 
 
@@ -133,7 +135,7 @@ def test_cellpose_baseline_rule():
     a[0, 2:8, 10:16] = 2
     a[1, 2:8, 12:18] = 2   # IoU with slice 0: 24 / 48 = 0.5 -> linked
     a[2, 2:8, 17:20] = 2   # IoU with slice 1: 6 / 48 < 0.25 -> a new object
-    out = merge.stitch_slices_cellpose(a)
+    out = stitch_slices_cellpose(a)
     assert len(np.unique(out[:, 2:8, 2:8])) == 1
     assert out[0, 3, 11] == out[1, 3, 13] != out[2, 3, 17]
     assert out.max() == 3
@@ -142,7 +144,7 @@ def test_cellpose_baseline_rule():
 def test_empty_inputs():
     empty = np.zeros((4, 8, 8), np.int32)
     assert not merge.stitch_slices(empty).any()
-    assert not merge.stitch_slices_cellpose(empty).any()
+    assert not stitch_slices_cellpose(empty).any()
     meta = ImageMeta(("nucleus", "cytoplasm", "rna"), (0.5, 0.2, 0.2))
     res = merge.merge_timepoint(empty, empty, pd.DataFrame(columns=["z", "y", "x"]),
                                 np.zeros((3, 4, 8, 8), np.float32), meta)
@@ -176,14 +178,14 @@ def test_compartments_and_semantic_map():
 
     meta = ImageMeta(("nucleus", "cytoplasm", "rna"), (0.5, 0.2, 0.2))
     keep = merge.MergeSettings(split_multinucleate=False)
-    res = merge.merge_timepoint(merge.slice_labels(cells), merge.slice_labels(nuclei), None,
+    res = merge.merge_timepoint(slice_labels(cells), slice_labels(nuclei), None,
                                 None, meta, keep)
     assert res.cell_table.set_index("label")["n_nuclei"].sort_values().tolist() == [1, 2]
     ntab = res.nucleus_table
     per_cell = ntab["cell_id"].value_counts()
     assert per_cell.get(0) == 1 and sorted(per_cell.drop(0).tolist()) == [1, 2]
     # by default the dividing cell becomes one cell per nucleus
-    res = merge.merge_timepoint(merge.slice_labels(cells), merge.slice_labels(nuclei), None,
+    res = merge.merge_timepoint(slice_labels(cells), slice_labels(nuclei), None,
                                 None, meta)
     assert res.cell_table["n_nuclei"].tolist() == [1, 1, 1]
 
@@ -294,8 +296,8 @@ def test_run_merge_writes_labels_and_tables(tmp_path, scene):
     det = detect_per_slice(rna)
     det["t"], det["class"] = 0, "spot"
     # t = 1 has no objects at all
-    cells_block = {"cell": np.stack([merge.slice_labels(cells3d), np.zeros_like(cells3d)]),
-                   "nucleus": np.stack([merge.slice_labels(nuclei3d), np.zeros_like(cells3d)])}
+    cells_block = {"cell": np.stack([slice_labels(cells3d), np.zeros_like(cells3d)]),
+                   "nucleus": np.stack([slice_labels(nuclei3d), np.zeros_like(cells3d)])}
     seg = tmp_path / "segment"
     (seg / "cells").mkdir(parents=True)
     (seg / "spots").mkdir()
@@ -361,14 +363,14 @@ def test_settings_validated():
 
 
 def test_distance_to_nucleus_matches_distance_transform():
-    from cellspot.report.coloc import signed_distance_to_nucleus
+    from cellspot.distance import signed_distance, signed_distance_at
 
     rng = np.random.default_rng(0)
     nuclei = ellipsoids((12, 30, 30), [(1, (5, 10, 10), (3, 6, 5)), (2, (6, 20, 20), (4, 5, 6))])
     vs = (0.6, 0.2, 0.25)
     pts = rng.integers(0, [12, 30, 30], (200, 3))
-    mine = merge._nucleus_surface_distance(pts.astype(float), nuclei, vs)
-    ref = signed_distance_to_nucleus(nuclei, vs)[tuple(pts.T)]
+    mine = signed_distance_at(pts.astype(float), nuclei, vs)
+    ref = signed_distance(nuclei, vs)[tuple(pts.T)]
     np.testing.assert_allclose(mine, ref, atol=1e-9)
     assert (mine < 0).any() and (mine > 0).any()
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from cellspot.metrics import average_precision, match_instances, spot_f1
+from cellspot_bench.metrics import average_precision, match_instances, spot_f1
 
 
 def test_spot_f1_one_to_one_within_distance():

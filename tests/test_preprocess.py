@@ -384,7 +384,7 @@ def test_snakemake_rule_runs(tmp_path):
     (tmp_path / "Snakefile").write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(REPO / 'src')!r})\n"
-        "from cellspot.provenance import code_fingerprint\n"
+        "from cellspot.smk import rule_code\n"
         "TARGETS = []\n"
         "from cellspot.smk import scaled_mem, without_resources\n"
         f"include: {str(REPO / 'workflow/rules/preprocess.smk')!r}\n"

@@ -1,7 +1,7 @@
 """The report stage on simulated truth: statistics vs known answers, empty batches, browser.
 
 Stage inputs are built from the simulator's truth as merge and track would build them
-(`cellspot.report.truth`), so these checks do not depend on the other stages.
+(`cellspot_bench.truth_tables`), so these checks do not depend on the other stages.
 """
 
 import json
@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from cellspot import omezarr
-from cellspot.report import build, tables, truth
+from cellspot.report import build, tables
+from cellspot_bench import truth_tables as truth
 from cellspot.simulate import SimulationConfig, simulate_movie
 
 SEED = 0

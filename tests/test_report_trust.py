@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellspot.report import build, tables, trust, truth
+from cellspot.report import build, tables, trust
+from cellspot_bench import truth_tables as truth
 
 VS = (0.5, 0.25, 0.25)
 

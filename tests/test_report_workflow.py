@@ -1,7 +1,7 @@
 """The report rules run under Snakemake on a batch built from simulated truth.
 
 The lead's Snakefile includes workflow/rules/report.smk after common.smk; here a minimal
-Snakefile provides what common.smk would (BATCHES, TARGETS, code_fingerprint, config).
+Snakefile provides what common.smk would (BATCHES, TARGETS, rule_code, config).
 """
 
 import json
@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from cellspot.report import build, truth
+from cellspot.report import build
+from cellspot_bench import truth_tables as truth
 from cellspot.simulate import SimulationConfig, simulate_movie
 from workflow_helpers import stage_snakefile
 

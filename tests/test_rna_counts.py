@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from cellspot import merge, rna_counts
+from cellspot import merge
+from cellspot.merge import molecules as rna_counts
 
 SIGMA = (1.0, 1.0, 1.0)
 

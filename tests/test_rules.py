@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cellspot.provenance import PACKAGES, _module_file, imported_modules
+
 REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src"
 # Import name -> package name in conda-forge / PyPI.
 PACKAGE_OF = {
     "skimage": "scikit-image", "yaml": "pyyaml", "cv2": "opencv", "PIL": "pillow",
@@ -36,48 +37,19 @@ def rules():
     return out
 
 
-def module_imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-        elif isinstance(node, ast.ImportFrom) and node.level > 0:
-            base = path.relative_to(SRC).with_suffix("").parts[: -node.level]
-            mod = ".".join(base + ((node.module,) if node.module else ()))
-            names.add(mod)
-            names |= {f"{mod}.{a.name}" for a in node.names}
-    return names
-
-
-def cellspot_file(mod: str) -> Path | None:
-    p = SRC.joinpath(*mod.split("."))
-    for cand in (p.with_suffix(".py"), p / "__init__.py"):
-        if cand.exists():
-            return cand
-    return None
-
-
 def third_party_imports(script: Path) -> set[str]:
-    """Top-level third-party modules imported by a script and the cellspot code it reaches."""
-    seen, todo, found = set(), [script], set()
-    while todo:
-        f = todo.pop()
-        if f in seen:
-            continue
-        seen.add(f)
-        for name in module_imports(f):
-            top = name.split(".")[0]
-            if top == "cellspot":
-                parts = name.split(".")
-                for i in range(1, len(parts) + 1):  # the package __init__s along the way too
-                    target = cellspot_file(".".join(parts[:i]))
-                    if target:
-                        todo.append(target)
-            elif top not in sys.stdlib_module_names and top != "snakemake":
-                found.add(top)
-    return found
+    """Top-level third-party modules imported by a script and the workflow code it reaches
+    (the closure the rule's code fingerprint covers, read the same way)."""
+    files = [script] + [_module_file(m) for m in imported_modules(script)]
+    found = set()
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found
+            if m not in sys.stdlib_module_names and m not in PACKAGES and m != "snakemake"}
 
 
 def env_packages(env: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from cellspot import coco, spots_classic
-from cellspot.metrics import match_points, spot_f1
+from cellspot_bench.metrics import match_points, spot_f1
 
 
 def _movie(t=3, z=4, y=40, x=48, seed=0):

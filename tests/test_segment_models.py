@@ -20,7 +20,8 @@ from cellspot.segment_infer import (Instance, Segmenter, instance_table,  # noqa
                                     paint_instances, read_segmentation, segment_block,
                                     tile_cores, tile_starts)
 from cellspot.segment_models import (SegmentError, default_config_path,  # noqa: E402
-                                     load_model_config, narrow_overrides, upscale_of)
+                                     load_model_config, upscale_of)
+from cellspot_bench.models import narrow_overrides  # noqa: E402
 from cellspot.segment_train import train_model  # noqa: E402
 
 torch.set_num_threads(2)

@@ -3,7 +3,8 @@
 import numpy as np
 
 from cellspot import merge
-from cellspot.split_cells import absorb_anucleate_fragments, split_multinucleate
+from cellspot.merge.split_cells import absorb_anucleate_fragments, split_multinucleate
+from cellspot.omezarr import ImageMeta
 
 VS = (0.5, 0.25, 0.25)
 
@@ -48,7 +49,7 @@ def test_whole_cell_without_nucleus_is_kept():
 
 def test_merge_timepoint_splits_by_default_and_setting_turns_it_off():
     cells, nuclei = _daughters()
-    meta = merge.ImageMeta(channel_names=("nucleus", "cytoplasm", "rna"), voxel_size=VS)
+    meta = ImageMeta(channel_names=("nucleus", "cytoplasm", "rna"), voxel_size=VS)
     on = merge.merge_timepoint(cells, nuclei, None, None, meta, shape=cells.shape)
     assert len(np.unique(on.cells)) - 1 == 3 and (on.cell_table["n_nuclei"] == 1).all()
     off = merge.merge_timepoint(cells, nuclei, None, None, meta, shape=cells.shape,

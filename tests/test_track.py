@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from cellspot import ctc, track
+from cellspot_bench.baselines import track_laptrack
+from cellspot_bench.ctc_eval import evaluate_ctc, write_ctc_ground_truth
 from conftest import btrack_loads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,10 +60,10 @@ def blob_movie(n_t=6, shape=(8, 48, 64), divide_at=3, drop=(), radius=3.0):
 
 
 def score(tmp_path, labels, lineage, tracks, name="res", gt_labels=None):
-    ctc.write_ctc_ground_truth(tmp_path / "gt", labels if gt_labels is None else gt_labels,
+    write_ctc_ground_truth(tmp_path / "gt", labels if gt_labels is None else gt_labels,
                                lineage)
     track.write_ctc(tmp_path / name, labels, tracks)
-    return ctc.evaluate_ctc(tmp_path / name, tmp_path / "gt")
+    return evaluate_ctc(tmp_path / name, tmp_path / "gt")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -240,13 +242,13 @@ def test_all_vanish_and_no_objects(tmp_path, caplog):
     assert summary["cell_tracks"] == 0 and not tracked.any()
     assert pd.read_parquet(out["cell_tracks"]).empty
     assert (Path(out["ctc"]) / "res_track.txt").read_text() == ""
-    assert ctc.evaluate_ctc(out["ctc"], _gt(tmp_path / "b", labels))["TRA"] == 0.0
+    assert evaluate_ctc(out["ctc"], _gt(tmp_path / "b", labels))["TRA"] == 0.0
 
 
 def _gt(tmp_path, labels):
     lineage = pd.DataFrame([(1, 0, 1, 0), (2, 0, 1, 0)],
                            columns=["cell_id", "t_start", "t_end", "parent_id"])
-    return ctc.write_ctc_ground_truth(tmp_path / "gt", labels, lineage)
+    return write_ctc_ground_truth(tmp_path / "gt", labels, lineage)
 
 
 def test_relabel_consistency(tmp_path):
@@ -334,7 +336,7 @@ def test_tiled_spot_tracking_matches_untiled():
 def test_laptrack_baseline_same_format(tmp_path):
     labels, lineage = blob_movie()
     objs = track.objects_from_labels(labels, VS)
-    lt = track.track_laptrack(objs, VS, max_distance=6.0)
+    lt = track_laptrack(objs, VS, max_distance=6.0)
     assert set(track.TRACK_COLUMNS) <= set(lt.columns)
     r = score(tmp_path, labels, lineage, lt)
     assert r["Valid"] == 1 and r["TRA"] > 0.9

@@ -1,7 +1,7 @@
 """The track rule: config section against schema and settings model, and a Snakemake run.
 
 The lead's Snakefile includes workflow/rules/track.smk after common.smk; here a minimal
-Snakefile provides what common.smk would (TARGETS, code_fingerprint, config).
+Snakefile provides what common.smk would (TARGETS, rule_code, config).
 """
 
 import json
@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from cellspot import ctc, track
+from cellspot_bench.ctc_eval import evaluate_ctc, write_ctc_ground_truth
 from workflow_helpers import stage_snakefile
 from conftest import btrack_loads
 
@@ -88,8 +89,8 @@ def test_snakemake_track_rule(tmp_path):
     tracked = open_array(res / "labels" / "cells_tracked.zarr")
     assert tracked.shape == movie.cells.shape
     assert set(np.unique(tracked[...])) - {0} == set(tracks.track_id)
-    ctc.write_ctc_ground_truth(tmp_path / "gt", movie.cells, movie.lineage)
-    assert ctc.evaluate_ctc(res / "track" / "ctc", tmp_path / "gt")["TRA"] >= 0.95
+    write_ctc_ground_truth(tmp_path / "gt", movie.cells, movie.lineage)
+    assert evaluate_ctc(res / "track" / "ctc", tmp_path / "gt")["TRA"] >= 0.95
     assert (res / "track" / "cells.tracks.graph.json").exists()
     assert "rule track" in (res / "logs" / "track.log").read_text()
     # a second run has nothing to do: every output is complete

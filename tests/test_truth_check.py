@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellspot import omezarr, truth_check
-from cellspot.report.truth import tables_from_truth
+from cellspot import omezarr
+from cellspot_bench import truth_check
+from cellspot_bench.truth_tables import tables_from_truth
 
 
 def _outputs(movie, tmp_path, drop_cell=None, extra_spots=0):
@@ -70,7 +71,7 @@ def test_the_truth_scores_perfectly(small_movie, small_movie_files, tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 1000
     rna = pd.read_csv(tmp_path / "c.csv")
     assert list(rna.columns) == truth_check.RNA_COLUMNS and len(rna) > 0
-    assert all(isinstance(v, str) for v in truth_check.readable(s).values() if v is not None)
+    assert all(isinstance(v, str) for v in truth_check.headline(s).values() if v is not None)
 
 
 def test_errors_are_counted(small_movie, small_movie_files, tmp_path):

@@ -30,7 +30,7 @@ def make_workdir(root: Path, movies: dict[str, Path], **config_updates) -> Path:
 STAGE_SNAKEFILE = """
 import sys
 sys.path.insert(0, {src!r})
-from cellspot.provenance import code_fingerprint
+from cellspot.smk import rule_code
 from cellspot.smk import scaled_mem, without_resources
 BATCHES = {batches!r}
 processed_elsewhere = lambda: []  # noqa: E731 - no batch outside BATCHES

@@ -118,10 +118,10 @@ def cmd_demo(args) -> int:
     rc = subprocess.call(cmd)
     check = Path("results/demo/report/truth_check.json")
     if rc == 0 and check.is_file():
-        from .truth_check import readable
+        from .report.build import truth_headline
 
         logging.info("the demo against the simulation's truth (%s):", check)
-        for k, v in readable(json.loads(check.read_text())).items():
+        for k, v in truth_headline(check).items():
             logging.info("  %s: %s", k, v)
         logging.info("report: %s", Path("results/demo/report/report.html").resolve())
     return rc

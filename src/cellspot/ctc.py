@@ -1,4 +1,4 @@
-"""Cell Tracking Challenge (CTC) format: writing results and ground truth, TRA and DET scores.
+"""Cell Tracking Challenge (CTC) format: writing and reading result folders.
 
 A CTC result folder holds one mask per frame (``mask000.tif`` ...) whose labels are track
 labels, and ``res_track.txt`` with one line ``L B E P`` per track (label, first frame, last
@@ -7,8 +7,7 @@ frame, parent label or 0). The ground-truth folder is ``<gt>/TRA/`` with ``man_t
 to E, so a track with a gap becomes two CTC tracks, the second a child of the first (what the
 challenge's own tools do).
 
-TRA and DET are computed by py-ctcmetrics (``ctc_metrics``), the challenge's reference
-implementation in Python.
+Ground truth and TRA/DET scores are evaluation: :mod:`cellspot_bench.ctc_eval`.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ class CTCError(ValueError):
     """A CTC folder or table is missing or inconsistent."""
 
 
-def _frame_digits(n_frames: int) -> int:
+def frame_digits(n_frames: int) -> int:
     # The challenge uses three digits, four for movies of 1000 frames or more.
     return max(3, len(str(max(n_frames - 1, 0))))
 
@@ -114,12 +113,12 @@ def _groups(sorted_keys: np.ndarray, values: np.ndarray):
         yield sorted_keys[s], values[s:e]
 
 
-def _lbep_lines(lbep: pd.DataFrame) -> str:
+def lbep_lines(lbep: pd.DataFrame) -> str:
     arr = np.asarray(lbep[LBEP_COLUMNS], dtype=np.int64).reshape(-1, 4)
     return "".join(f"{a} {b} {c} {d}\n" for a, b, c, d in arr)
 
 
-def _mask_dtype(max_label: int):
+def mask_dtype(max_label: int):
     if max_label <= np.iinfo(np.uint16).max:
         return np.uint16
     warnings.warn(f"{max_label} CTC labels exceed 16 bits; writing 32-bit masks", stacklevel=3)
@@ -143,38 +142,14 @@ def write_ctc_result(outdir: str | os.PathLike, masks: Iterable[np.ndarray], lbe
     """
     masks = masks if n_frames is not None else list(masks)
     n_frames = len(masks) if n_frames is None else n_frames
-    digits = _frame_digits(n_frames)
-    dtype = _mask_dtype(int(lbep["label"].max()) if len(lbep) else 0)
+    digits = frame_digits(n_frames)
+    dtype = mask_dtype(int(lbep["label"].max()) if len(lbep) else 0)
     with atomic_output(outdir) as tmp:
         tmp.mkdir()
         for t, m in enumerate(masks):
             tifffile.imwrite(tmp / f"mask{t:0{digits}d}.tif", np.asarray(m).astype(dtype),
                              compression="zlib")
-        (tmp / "res_track.txt").write_text(_lbep_lines(lbep))
-    return Path(outdir)
-
-
-def write_ctc_ground_truth(outdir: str | os.PathLike, masks: np.ndarray,
-                           lineage: pd.DataFrame) -> Path:
-    """Write a CTC ground-truth folder ``outdir/TRA`` from instance labels and a lineage table.
-
-    Parameters
-    ----------
-    masks : ndarray (T, ...) of int
-        Labels whose ids are the lineage's ``cell_id`` (persistent over time).
-    lineage : DataFrame
-        Columns ``cell_id, t_start, t_end, parent_id`` (0 = no parent), i.e. ``man_track.txt``.
-    """
-    lbep = lineage.rename(columns={"cell_id": "label", "t_start": "begin", "t_end": "end",
-                                   "parent_id": "parent"})
-    digits = _frame_digits(len(masks))
-    dtype = _mask_dtype(int(lbep["label"].max()) if len(lbep) else 0)
-    with atomic_output(outdir) as tmp:
-        (tmp / "TRA").mkdir(parents=True)
-        for t, m in enumerate(masks):
-            tifffile.imwrite(tmp / "TRA" / f"man_track{t:0{digits}d}.tif",
-                             np.asarray(m).astype(dtype), compression="zlib")
-        (tmp / "TRA" / "man_track.txt").write_text(_lbep_lines(lbep))
+        (tmp / "res_track.txt").write_text(lbep_lines(lbep))
     return Path(outdir)
 
 
@@ -188,40 +163,6 @@ def read_lbep(path: str | os.PathLike) -> pd.DataFrame:
         raise CTCError(f"{path}: expected 4 integers per line (L B E P)")
     arr = np.asarray(text, dtype=np.int64).reshape(-1, 4)
     return pd.DataFrame(arr, columns=LBEP_COLUMNS)
-
-
-def evaluate_ctc(res_dir: str | os.PathLike, gt_dir: str | os.PathLike,
-                 metrics: tuple[str, ...] = ("DET", "TRA")) -> dict:
-    """TRA, DET (and other py-ctcmetrics metrics) of a CTC result folder against ground truth.
-
-    Parameters
-    ----------
-    res_dir : path-like
-        Folder with ``res_track.txt`` and ``mask###.tif``.
-    gt_dir : path-like
-        Folder holding ``TRA/man_track.txt`` and ``TRA/man_track###.tif``.
-
-    Returns
-    -------
-    dict
-        Metric values (``TRA``, ``DET``, ``AOGM`` and its parts ``AOGM_NS/FN/FP/ED/EA/EC``,
-        ``Valid``). An empty result scores 0 rather than failing.
-    """
-    from ctc_metrics.scripts.evaluate import calculate_metrics, load_data
-
-    res_dir, gt_dir = Path(res_dir), Path(gt_dir)
-    for p in (res_dir / "res_track.txt", gt_dir / "TRA" / "man_track.txt"):
-        if not p.exists():
-            raise CTCError(f"{p}: missing")
-    if len(read_lbep(res_dir / "res_track.txt")) == 0:
-        log.warning("%s: empty tracking result; TRA and DET are 0", res_dir)
-        return {m: 0.0 for m in metrics} | {"Valid": 0}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        comp, ref, traj, segm, _, is_valid = load_data(str(res_dir), str(gt_dir), True, False,
-                                                       threads=1)
-        res = calculate_metrics(comp, ref, traj, segm, list(metrics) + ["Valid"], is_valid)
-    return {k: (float(v) if v is not None else None) for k, v in res.items()}
 
 
 def relabel_frame(labels: np.ndarray, mapping: Mapping[int, int] | tuple[np.ndarray, np.ndarray],

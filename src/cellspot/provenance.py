@@ -9,19 +9,90 @@ from pathlib import Path
 from . import __version__
 
 
-def code_fingerprint(*modules: str) -> str:
-    """Short SHA-256 of the source of ``cellspot`` modules (e.g. ``"ingest", "omezarr"``).
+# The workflow's own packages: a rule's code is its script plus what it imports from these.
+PACKAGES = ("cellspot", "cellspot_bench")
+_SRC = Path(__file__).resolve().parents[1]
 
+
+def _module_file(name: str) -> Path | None:
+    """Source file of a module of :data:`PACKAGES` by dotted name (found without importing)."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    base = _SRC.joinpath(*name.split("."))
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def _imports(path: Path, name: str | None) -> set[str]:
+    """Modules of :data:`PACKAGES` that a source file imports (anywhere in it, relative
+    imports resolved; ``from pkg import mod`` counts ``pkg.mod`` when that is a module)."""
+    import ast
+
+    package = None
+    if name is not None:
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                if package is None:
+                    continue
+                parts = package.split(".")
+                parts = parts[:len(parts) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    out = set()
+    for mod in found:  # a module runs its parent packages' __init__ first
+        parts = mod.split(".")
+        out |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return {m for m in out if _module_file(m) is not None}
+
+
+def imported_modules(entry: str | Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Every module of :data:`PACKAGES` that ``entry`` (a dotted module name, or the path of a
+    rule's script) imports, directly or through other modules, in sorted order.
+
+    Read from the source with :mod:`ast` (nothing is imported). Modules named in ``ignore``
+    (and their submodules) are left out and not followed.
+    """
+    def ignored(m):
+        return any(m == i or m.startswith(i + ".") for i in ignore)
+
+    if isinstance(entry, Path) or str(entry).endswith(".py"):
+        todo, seen = sorted(_imports(Path(entry), None)), set()
+    else:
+        todo, seen = [str(entry)], set()
+        if _module_file(str(entry)) is None:
+            raise ValueError(f"no module {entry} in {_SRC}")
+    while todo:
+        m = todo.pop()
+        if m in seen or ignored(m):
+            continue
+        seen.add(m)
+        todo += sorted(_imports(_module_file(m), m) - seen)
+    return sorted(seen)
+
+
+def code_fingerprint(*entries: str | Path, ignore: tuple[str, ...] = ()) -> str:
+    """Short SHA-256 of the source of the package modules that ``entries`` use.
+
+    Each entry is a rule's script (path) or a module name; the fingerprint covers every module
+    of :data:`PACKAGES` they import, directly or not (:func:`imported_modules`), except those
+    in ``ignore`` -- the explicit list of code that may change without re-running the rule.
     Used as a rule ``params:`` value so that Snakemake's ``params`` trigger re-runs a stage when
-    the package code it calls changes, not only when its script changes.
+    the package code it runs changes, not only when its script changes.
     """
     h = hashlib.sha256()
-    for name in sorted(modules):
-        spec = importlib.util.find_spec(f"cellspot.{name}")
-        if spec is None or spec.origin is None:
-            raise ValueError(f"no module cellspot.{name}")
+    names = sorted({m for e in entries for m in imported_modules(e, ignore)})
+    for name in names:
         h.update(name.encode())
-        h.update(Path(spec.origin).read_bytes())
+        h.update(_module_file(name).read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -12,12 +12,30 @@ import os
 import re
 import sys
 import warnings
+from pathlib import Path
 from typing import Callable
 
 from .errors import CellspotError
 from .resources import without_resources  # noqa: F401 - for the rules
 
 EXPECTED_ERRORS = (CellspotError, FileNotFoundError)
+
+# The rules' scripts, beside the package in a checkout (the workflow runs from one).
+SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
+# Re-run triggers for code: a rule's ``code`` param fingerprints its script's imports from the
+# workflow's packages, directly or not (cellspot.provenance.imported_modules). Explicitly left
+# out, because they cannot change a result: this adapter glue (logging, one-line errors) and the
+# error classes; for training also the OME-Zarr writer (hours of GPU time are not re-spent on
+# a metadata fix).
+CODE_IGNORE = ("cellspot.smk", "cellspot.errors")
+TRAIN_CODE_IGNORE = CODE_IGNORE + ("cellspot.omezarr",)
+
+
+def rule_code(*scripts: str, ignore: tuple[str, ...] = CODE_IGNORE) -> str:
+    """The ``code`` param of the rules that run ``workflow/scripts/<script>``."""
+    from .provenance import code_fingerprint
+
+    return code_fingerprint(*(SCRIPTS_DIR / s for s in scripts), ignore=ignore)
 
 
 def validate_config(config: dict, schema: str) -> None:

@@ -13,8 +13,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from cellspot.batches import discover_batches  # noqa: E402
 from cellspot.errors import CellspotError  # noqa: E402
 from cellspot.omezarr import open_array  # noqa: E402
-from cellspot.provenance import code_fingerprint, config_files, workflow_version  # noqa: E402
-from cellspot.smk import scaled_mem, stop, validate_config, without_resources  # noqa: E402
+from cellspot.provenance import config_files, workflow_version  # noqa: E402
+from cellspot.smk import (rule_code, scaled_mem, stop, validate_config,  # noqa: E402
+                          without_resources, TRAIN_CODE_IGNORE)
 from cellspot.starter import is_builtin, resolve_checkpoint, starter_files  # noqa: E402
 from cellspot.tiffio import count_timepoints  # noqa: E402
 

@@ -10,7 +10,7 @@ rule ingest:
         batch=batch_info,
         z_block=config["ingest"]["z_block"],
         chunk_mb=config["ingest"]["chunk_mb"],
-        code=code_fingerprint("ingest", "tiffio", "omezarr"),
+        code=rule_code("ingest_run.py"),
     log:
         "results/{batch}/logs/ingest.log",
     benchmark:

@@ -9,7 +9,7 @@
 #                                         bbox, mean_<channel>; n_nuclei / cell_id / compartment)
 #
 # Needs from segment.smk: segment_outputs(batch, model); from common.smk: TARGETS, scaled_mem,
-# code_fingerprint. The view rule links the label images into results/{batch}/{batch}.ome.zarr.
+# rule_code. The view rule links the label images into results/{batch}/{batch}.ome.zarr.
 
 MERGE = config["merge"]
 
@@ -29,8 +29,7 @@ rule merge:
     params:
         settings=without_resources(MERGE),
         spot_channel=config["channels"]["rna"],
-        code=code_fingerprint("merge", "split_cells", "rna_counts", "segment_store", "omezarr",
-                              "errors"),
+        code=rule_code("merge_run.py"),
     log:
         "results/{batch}/logs/merge.log",
     benchmark:

@@ -20,7 +20,7 @@ rule preprocess:
     params:
         settings=without_resources(PREPROCESS),
         channels=config.get("channels", {}),
-        code=code_fingerprint("preprocess", "register", "omezarr"),
+        code=rule_code("preprocess_run.py"),
     log:
         "results/{batch}/logs/preprocess.log",
     benchmark:
@@ -43,7 +43,7 @@ rule drift_plot:
                          category="QC", subcategory="{batch}",
                          labels={"batch": "{batch}", "figure": "drift estimate"}),
     params:
-        code=code_fingerprint("register", "omezarr"),
+        code=rule_code("drift_plot.py"),
     log:
         "results/{batch}/logs/drift_plot.log",
     benchmark:

@@ -16,7 +16,7 @@ rule view:
     output:
         zarr=directory("results/{batch}/{batch}.ome.zarr"),
     params:
-        code=code_fingerprint("omezarr"),
+        code=rule_code("publish_view.py"),
     log:
         "results/{batch}/logs/view.log",
     benchmark:
@@ -44,7 +44,7 @@ rule provenance:
         config=without_resources({k: v for k, v in config.items()
                                   if k not in ("samples", "inbox", "inbox_marker")}),
         models=SEG_MODEL_NAMES,
-        code=code_fingerprint("provenance"),
+        code=rule_code("publish_provenance.py"),
     log:
         "results/{batch}/logs/provenance.log",
     benchmark:

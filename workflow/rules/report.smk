@@ -12,9 +12,7 @@
 # Needs from common.smk: BATCHES, TARGETS, code_fingerprint, batch_truth.
 
 REPORT = config.get("report") or {}  # unset keys take the ReportConfig defaults
-REPORT_CODE = code_fingerprint("report.build", "report.tables", "report.stats",
-                               "report.coloc", "report.plots", "report.html", "omezarr",
-                               "register")
+REPORT_CODE = rule_code("report_batch.py", "report_summary.py")
 
 
 rule truth_check:
@@ -34,8 +32,7 @@ rule truth_check:
         csv="results/{batch}/report/truth_check.csv",
         png="results/{batch}/report/figures/rna_vs_truth.png",
     params:
-        code=code_fingerprint("truth_check", "metrics", "ctc", "omezarr", "register",
-                              "simulate", "report.tables", "report.stats", "report.coloc"),
+        code=rule_code("truth_check.py"),
     log:
         "results/{batch}/logs/truth_check.log",
     benchmark:
@@ -45,7 +42,7 @@ rule truth_check:
         mem_mb=scaled_mem(REPORT.get("mem_mb", 4000)),
         runtime=REPORT.get("runtime", 60),
     conda:
-        "../../envs/report.yaml"
+        "../../envs/truth_check.yaml"
     script:
         "../scripts/truth_check.py"
 

@@ -19,7 +19,7 @@ rule segment_coco:
         channels=lambda w: segment_channels(w.model),
         roles=lambda w: _seg(w.model)["channels"],
         preprocess=lambda w: segment_preprocess(w.model),
-        code=code_fingerprint("coco", "spots_classic", "simulate", "preprocess"),
+        code=rule_code("segment_coco.py"),
     log:
         f"{SEG_MODELS_DIR}/logs/segment_coco_{{model}}.log",
     benchmark:
@@ -52,7 +52,7 @@ rule segment_train:
         depth=lambda w: _seg(w.model)["depth"],
         overrides=lambda w: _seg(w.model)["overrides"],
         train=lambda w: without_resources(_seg(w.model)["train"]),
-        code=code_fingerprint("segment_models", "segment_train"),
+        code=rule_code("segment_train.py", ignore=TRAIN_CODE_IGNORE),
     log:
         f"{SEG_MODELS_DIR}/logs/segment_train_{{model}}.log",
     benchmark:
@@ -86,7 +86,7 @@ rule segment_infer:
         depth=lambda w: _seg(w.model)["depth"],
         overrides=lambda w: _seg(w.model)["overrides"],
         builtin=lambda w: is_builtin(_seg(w.model)["checkpoint"]),
-        code=code_fingerprint("segment_models", "segment_infer", "segment_store", "starter"),
+        code=rule_code("segment_infer.py"),
     log:
         "results/{batch}/logs/segment_infer_{model}_t{start}-{stop}.log",
     benchmark:

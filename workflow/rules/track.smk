@@ -30,7 +30,7 @@ rule track:
         napari_graph="results/{batch}/track/cells.tracks.graph.json",
     params:
         settings=without_resources(TRACK),
-        code=code_fingerprint("track", "ctc", "omezarr"),
+        code=rule_code("track_run.py"),
     log:
         "results/{batch}/logs/track.log",
     benchmark:

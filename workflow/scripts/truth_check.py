@@ -5,7 +5,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: F821 - the workflow's own package
 
 from cellspot.smk import run_step  # noqa: E402
-from cellspot.truth_check import write_check  # noqa: E402
+from cellspot_bench.truth_check import write_check  # noqa: E402
 
 
 def main(smk):

@@ -123,6 +123,10 @@ class ReportConfig(BaseModel):
     runtime: int = Field(60, ge=1, description="minutes requested for a report job")
 
 
+# key of the headline figures in a truth check's JSON (cellspot_bench.truth_check writes them)
+TRUTH_HEADLINE = "headline"
+
+
 @dataclass
 class ReportInputs:
     """Paths of everything the report reads."""
@@ -358,15 +362,18 @@ def make_report(inputs: ReportInputs, outputs: ReportOutputs, cfg: ReportConfig 
     return result
 
 
+def truth_headline(path: str | os.PathLike) -> dict:
+    """The headline figures (label -> text) of a truth check's JSON (rule ``truth_check``)."""
+    import json
+
+    return json.loads(Path(path).read_text())[TRUTH_HEADLINE]
+
+
 def _accuracy(inputs: ReportInputs):
     """The accuracy section of a simulated movie (``None`` without a truth check)."""
     if inputs.truth_check is None:
         return None
-    import json
-
-    from cellspot.truth_check import readable
-
-    items = readable(json.loads(Path(inputs.truth_check).read_text()))
+    items = truth_headline(inputs.truth_check)
     fig = None
     if inputs.truth_check_png is not None:
         fig = html.FigureItem("rna_vs_truth", "RNA per cell: found vs true",

@@ -13,23 +13,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
+from cellspot.distance import signed_distance
 from cellspot.report.stats import PermutationResult, permutation_test_groups
-
-
-def signed_distance_to_nucleus(nuclei: np.ndarray, voxel_size: Sequence[float]) -> np.ndarray:
-    """Signed distance (µm) of every voxel to the nearest nucleus surface; negative inside.
-
-    Anisotropic voxels are handled by the Euclidean distance transform's ``sampling``.
-    All NaN when the frame has no nucleus.
-    """
-    inside = np.asarray(nuclei) > 0
-    if not inside.any():
-        return np.full(inside.shape, np.nan)
-    sampling = tuple(float(v) for v in voxel_size)
-    return (ndi.distance_transform_edt(~inside, sampling=sampling)
-            - ndi.distance_transform_edt(inside, sampling=sampling))
 
 
 def label_pools(labels: np.ndarray, values: np.ndarray, ids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -56,7 +42,7 @@ def distance_at_spots(spots: pd.DataFrame, nuclei, voxel_size: Sequence[float]) 
     t_all = spots["t"].to_numpy(int)
     for t in np.unique(t_all):
         sel = t_all == t
-        dmap = signed_distance_to_nucleus(np.asarray(nuclei[int(t)]), voxel_size)
+        dmap = signed_distance(np.asarray(nuclei[int(t)]), voxel_size)
         idx = np.rint(spots.loc[sel, ["z", "y", "x"]].to_numpy(float)).astype(int)
         idx = np.clip(idx, 0, np.array(dmap.shape) - 1)
         out[sel] = dmap[tuple(idx.T)]
@@ -123,7 +109,7 @@ def colocalisation(spots: pd.DataFrame, cells, nuclei, voxel_size: Sequence[floa
         if len(sp) == 0:
             continue
         cell_t = np.asarray(cells[t])
-        dmap = signed_distance_to_nucleus(np.asarray(nuclei[t]), voxel_size)
+        dmap = signed_distance(np.asarray(nuclei[t]), voxel_size)
         if np.isnan(dmap).all():
             continue
         idx = np.rint(sp[["z", "y", "x"]].to_numpy(float)).astype(int)

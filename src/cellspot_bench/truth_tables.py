@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from cellspot import omezarr
-from cellspot.report.coloc import signed_distance_to_nucleus
+from cellspot.distance import signed_distance
 from cellspot.simulate import value_at
 
 
@@ -87,7 +87,7 @@ def tables_from_truth(movie, position_noise_px: float = 0.0, seed: int = 0) -> d
         spots.loc[sel, "compartment"] = np.where(cid == 0, "outside",
                                                  np.where(nuc, "nucleus", "cytoplasm"))
         spots.loc[sel, "distance_to_nucleus_um"] = value_at(
-            signed_distance_to_nucleus(movie.nuclei[t], vs), p)
+            signed_distance(movie.nuclei[t], vs), p)
 
     lin = movie.lineage.set_index("cell_id")
     root, gen = {}, {}

@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 
 from cellspot.errors import InputError
-from cellspot.metrics import average_precision, match_points, matched_pairs
+from cellspot_bench.metrics import average_precision, match_points, matched_pairs
 from cellspot.omezarr import atomic_output, open_array, read_meta, write_text_atomic
 from cellspot.register import read_drift_csv
-from cellspot.report.build import ReportConfig
-from cellspot.report.coloc import signed_distance_to_nucleus
+from cellspot.report.build import TRUTH_HEADLINE, ReportConfig
+from cellspot.distance import signed_distance
 from cellspot.report.tables import molecules, rna_track_table, track_step_speeds
 from cellspot.simulate import read_truth_folder, value_at
 
@@ -98,7 +98,7 @@ def spot_match(truth: pd.DataFrame, pred: pd.DataFrame, voxel_size,
         right_cell += list(want == pb["cell_id"].to_numpy()[ib])
         right_comp += list(ta["compartment"].to_numpy()[ia] == pb["compartment"].to_numpy()[ib])
         if truth_nuclei is not None and "distance_to_nucleus_um" in pb:
-            field = signed_distance_to_nucleus(truth_nuclei[t], scale)
+            field = signed_distance(truth_nuclei[t], scale)
             true_d = ndi.map_coordinates(field, a[ia].T, order=1, mode="nearest")
             dist_err += list(np.abs(pb["distance_to_nucleus_um"].to_numpy(float)[ib] - true_d))
     f1 = 2 * tp / max(2 * tp + fp + fn, 1)
@@ -267,11 +267,11 @@ def divisions(truth_lineage: pd.DataFrame, tracked: np.ndarray, truth_cells: np.
 
 def tracking_scores(truth: dict, ctc_dir: str | os.PathLike) -> dict:
     """CTC TRA and DET of the run's tracking result against the truth lineage."""
-    from cellspot import ctc
+    from cellspot_bench.ctc_eval import evaluate_ctc, write_ctc_ground_truth
 
     with tempfile.TemporaryDirectory() as tmp:
-        gt = ctc.write_ctc_ground_truth(Path(tmp) / "gt", truth["cells"], truth["lineage"])
-        res = ctc.evaluate_ctc(ctc_dir, gt, metrics=("DET", "TRA", "LNK"))
+        gt = write_ctc_ground_truth(Path(tmp) / "gt", truth["cells"], truth["lineage"])
+        res = evaluate_ctc(ctc_dir, gt, metrics=("DET", "TRA", "LNK"))
     return {m: res.get(m) for m in ("TRA", "DET", "LNK")}
 
 
@@ -332,8 +332,12 @@ def check_run(truth_dir: str | os.PathLike, *, cells: str, nuclei: str, cells_tr
     return summary, rna
 
 
-def readable(summary: dict) -> dict:
-    """The headline figures of a check, labelled for people (the report's accuracy section)."""
+def headline(summary: dict) -> dict:
+    """The headline figures of a check, labelled for people.
+
+    Written into the check's JSON under ``TRUTH_HEADLINE``; the report's accuracy section and
+    ``cellspot demo`` show them as they are.
+    """
     sp, rna, div, trk = (summary["spots"], summary["rna_per_cell"], summary["divisions"],
                          summary["tracking"])
 
@@ -412,6 +416,7 @@ def write_check(truth_dir: str | os.PathLike, json_path: str | os.PathLike,
     """Run :func:`check_run` on the run's ``outputs`` and write its summary (JSON), RNA table
     (CSV) and plot (PNG)."""
     summary, rna = check_run(truth_dir, **outputs)
+    summary[TRUTH_HEADLINE] = headline(summary)
     write_text_atomic(json_path, json.dumps(summary, indent=2) + "\n")
     write_text_atomic(csv_path, rna.to_csv(index=False))
     plot_rna(rna, png_path)
