@@ -24,6 +24,6 @@ include: "workflow/rules/publish.smk"
 
 
 rule all:
+    default_target: True
     input:
         expand(TARGETS, batch=sorted(BATCHES)),
-    default_target: True

@@ -20,10 +20,9 @@ import numpy as np
 import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from workflow_helpers import REPO, make_workdir  # noqa: E402
-
 from cellspot.omezarr import ImageMeta  # noqa: E402
 from cellspot.simulate import ome_metadata  # noqa: E402
+from workflow_helpers import REPO, make_workdir  # noqa: E402
 
 
 def write_movie(path: Path, t: int) -> Path:

@@ -30,10 +30,10 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from cellspot import merge
-from cellspot_bench.metrics import average_precision_at, match_points
 from cellspot.simulate import SimulationConfig, simulate_movie
 from cellspot_bench.baselines import stitch_slices_cellpose
 from cellspot_bench.corrupt import slice_labels
+from cellspot_bench.metrics import average_precision_at, match_points
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NOISE = {

@@ -3,7 +3,8 @@
 For each filter: voxels per second of a plain single call of the scipy/scikit-image function on
 each whole volume (the baseline), and of the chunked dask version (:func:`filter_dask`) with 1
 and 2 threads and with a local cluster of 2 single-threaded processes (for filters that hold the
-GIL: scikit-image's non-local means and rolling ball), on the same movie in the same run. Then the whole stage
+GIL: scikit-image's non-local means and rolling ball), on the same movie in the same run. Then
+the whole stage
 (:func:`preprocess_movie`: statistics, drift, normalise + filter + shift, OME-Zarr I/O) with the
 threaded scheduler (1 and 2 threads) and a 2-process distributed cluster, against a plain
 in-memory numpy pipeline doing the same work.

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -67,8 +66,8 @@ def train_budgeted(model, coco_dir, out, minutes, probe_iters=4, narrow=True, **
     ``narrow``: the low-capacity variant (ResNet base 32 channels, FPN/heads 64) that a CPU can
     train in minutes.
     """
-    from cellspot_bench.models import narrow_overrides
     from cellspot.segment_train import train_model
+    from cellspot_bench.models import narrow_overrides
 
     if narrow:
         kw["overrides"] = narrow_overrides()
@@ -125,7 +124,7 @@ def part_spots(work, minutes, sim_kw, threads, narrow=True):
     def evaluate(movie, thresholds):
         x = movie_slices(movie, ["rna"])
         per_thr = {th: [] for th in thresholds}
-        log_res, t0, n = [], time.time(), 0
+        log_res, n = [], 0
         for t in range(x.shape[0]):
             stacks, tables = seg.segment_slices(x[t])
             for z, tab in enumerate(tables):
@@ -253,7 +252,9 @@ def _coco_segm_map(truth_slices, pred_slices):
             ev = COCOeval(gt, dt, "segm")
             if c != "all":
                 ev.params.catIds = [ci + 1]
-            ev.evaluate(); ev.accumulate(); ev.summarize()
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
             out[c] = float(ev.stats[0])
     return out.pop("all"), out
 
@@ -310,7 +311,8 @@ def part_cells(work, minutes, sim_kw, threads, semantic_head=False, narrow=True)
                                          minlength=9).reshape(3, 3)
     segm_map, per_class = _coco_segm_map(truth_sl, pred_sl)
     iou, acc = _semantic_scores(conf)
-    log(f"cells: held-out (seed 23) COCO segm mAP {segm_map:.3f} (nucleus {per_class['nucleus']:.3f}, "
+    log(f"cells: held-out (seed 23) COCO segm mAP {segm_map:.3f} "
+        f"(nucleus {per_class['nucleus']:.3f}, "
         f"cell {per_class['cell']:.3f}); semantic map derived from the instances: IoU " +
         ", ".join(f"{k} {v:.3f}" for k, v in iou.items()) + f"; global accuracy {acc:.3f}")
     res = {"segm_mAP": segm_map, "segm_mAP_per_class": per_class,

@@ -113,7 +113,8 @@ def main(argv=None):
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{model:5s} ({how}) batch {b}: {r['slices_per_s']:.2f} slices/s, "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB (model loaded: {r['rss_before_mb']:.0f} MB), "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB "
+                  f"(model loaded: {r['rss_before_mb']:.0f} MB), "
                   f"{r['instances_per_slice']:.0f} instances/slice")
     # Baseline in the same run: LoG + Otsu on the same spot slices.
     from cellspot.spots_classic import detect_spots_log

@@ -66,8 +66,8 @@ def baseline_cells(nuc: np.ndarray, cyto: np.ndarray) -> np.ndarray:
 
 
 def run_movie(name: str, work: Path) -> dict:
-    from cellspot_bench import truth_check
     from cellspot.omezarr import open_array, read_meta
+    from cellspot_bench import truth_check
 
     settings, seed = MOVIES[name]
     run = run_simulated(name, settings, seed, work)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellspot import ctc, track
+from cellspot import track
 from cellspot.merge import object_table, slice_labels, stitch_slices
 from cellspot.simulate import SimulationConfig, simulate_movie
 from cellspot_bench.baselines import track_laptrack

@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from cellspot import coco, spots_classic  # noqa: E402
-from cellspot_bench.metrics import MatchResult, match_instances, spot_f1  # noqa: E402
 from cellspot.simulate import SimulationConfig, simulate_movie  # noqa: E402
 from cellspot.starter import MODELS, STARTER_DIR, export_checkpoint  # noqa: E402
+from cellspot_bench.metrics import MatchResult, match_instances, spot_f1  # noqa: E402
 
 ROLES = {"cells": ["nucleus", "cytoplasm", "rna"], "spots": ["rna"]}
 PROFILES = {

@@ -40,7 +40,8 @@ def test_a_bad_batch_does_not_block_the_others(tmp_path):
                      f"typo\t{tmp_path}/2.tif\t\t\t\t\nb\t{tmp_path}/3.tif\t\t\t\t\n")
     plan = discover_batches(str(sheet), None)
     assert list(plan.batches) == ["b"]
-    assert "given to 2 movies" in plan.rejected["a"] and "2.tif: movie not found" in plan.rejected["typo"]
+    assert "given to 2 movies" in plan.rejected["a"]
+    assert "2.tif: movie not found" in plan.rejected["typo"]
 
 
 def test_inbox_files_that_map_to_one_name_are_both_left_alone(tmp_path):

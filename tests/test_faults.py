@@ -24,9 +24,23 @@ import pytest
 import tifffile
 import yaml
 
-from cellspot.omezarr import ImageMeta, OmeZarrError, atomic_output, create_image, open_array, read_meta
-from workflow_helpers import (REPO, copy_movie, make_workdir, planned_jobs, run_nightly,
-                              snakemake, update_config)
+from cellspot.omezarr import (
+    ImageMeta,
+    OmeZarrError,
+    atomic_output,
+    create_image,
+    open_array,
+    read_meta,
+)
+from workflow_helpers import (
+    REPO,
+    copy_movie,
+    make_workdir,
+    planned_jobs,
+    run_nightly,
+    snakemake,
+    update_config,
+)
 
 CLI = [sys.executable, "-m", "cellspot.cli"]
 
@@ -101,7 +115,8 @@ def test_ingest_overwrite_replaces_an_ome_zarr(tmp_path, small_movie_files, faul
     fault("ingest onto its own earlier output", "refused without --overwrite, replaced with it",
           f"rc {again.returncode} then {forced.returncode}")
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    assert forced.returncode == 0 and read_meta(out).channel_names == ("nucleus", "cytoplasm", "rna")
+    assert forced.returncode == 0
+    assert read_meta(out).channel_names == ("nucleus", "cytoplasm", "rna")
 
 
 def test_kill_during_ingest_leaves_nothing_complete_and_rerun_is_identical(tmp_path, fault):
@@ -328,7 +343,8 @@ def test_out_of_memory_names_mem_mb(tmp_path, fault):
     log = (tmp_path / "x.log").read_text()
     fault("a job runs out of memory (MemoryError), asking for more than the machine has",
           "warned at the start; one line pointing at mem_mb at the end", done.value.code)
-    assert f"mem_mb={mem_mb}" in str(done.value.code) and "raise the `mem_mb`" in str(done.value.code)
+    assert f"mem_mb={mem_mb}" in str(done.value.code)
+    assert "raise the `mem_mb`" in str(done.value.code)
     assert f"asks for mem_mb={mem_mb} but this machine has" in log
 
 
@@ -340,7 +356,8 @@ def test_a_2d_image_says_it_is_2d(tmp_path, fault):
     assert cli("ingest", src, tmp_path / "flat.ome.zarr").returncode == 0
     with pytest.raises(PreprocessError) as err:
         preprocess_movie(tmp_path / "flat.ome.zarr", tmp_path / "pre.ome.zarr",
-                         yaml.safe_load((REPO / "config" / "config.yaml").read_text())["preprocess"])
+                         yaml.safe_load((REPO / "config" / "config.yaml").read_text())[
+                             "preprocess"])
     fault("a single 2D image (YX) through preprocessing", "the message says it is a 2D image",
           str(err.value))
     assert "a 2D image" in str(err.value) and "channel_names" in str(err.value)

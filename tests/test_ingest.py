@@ -164,7 +164,8 @@ def test_streaming_memory_is_a_fraction_of_the_movie(tmp_path):
     ingest_movie(src, tmp_path / "big.ome.zarr", z_block=8)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert peak < movie_bytes / 8, f"peak {peak / 2**20:.1f} MiB for a {movie_bytes / 2**20:.0f} MiB movie"
+    assert peak < movie_bytes / 8, (f"peak {peak / 2**20:.1f} MiB for a "
+                                    f"{movie_bytes / 2**20:.0f} MiB movie")
     assert int(open_array(tmp_path / "big.ome.zarr")[7, 1, 31, 0, 0]) == (T * C * Z - 1) % 4000
 
 

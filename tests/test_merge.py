@@ -10,10 +10,10 @@ import pytest
 import zarr
 
 from cellspot import merge
-from cellspot_bench.metrics import average_precision, iou_matrix
 from cellspot.omezarr import ImageMeta, OmeZarrError, create_image, open_array, read_attrs
 from cellspot_bench.baselines import stitch_slices_cellpose
 from cellspot_bench.corrupt import slice_labels
+from cellspot_bench.metrics import average_precision, iou_matrix
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QCANET = DATA / "nuclei3d_qcanet" / "instances_derived" / "8_cell_stage.tif"

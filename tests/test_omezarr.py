@@ -4,9 +4,18 @@ import os
 import numpy as np
 import pytest
 
-from cellspot.omezarr import (ImageMeta, OmeZarrError, assemble_view, atomic_output,
-                              create_image, create_labels, default_chunks, open_array, read_meta,
-                              write_labels)
+from cellspot.omezarr import (
+    ImageMeta,
+    OmeZarrError,
+    assemble_view,
+    atomic_output,
+    create_image,
+    create_labels,
+    default_chunks,
+    open_array,
+    read_meta,
+    write_labels,
+)
 
 META = ImageMeta(("nucleus", "cytoplasm", "rna"), (0.5, 0.25, 0.25), 30.0, "b1")
 

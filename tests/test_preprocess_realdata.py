@@ -9,7 +9,12 @@ import pytest
 import scipy.ndimage as ndi
 
 from cellspot.preprocess import (
-    GaussianFilter, NLMeansFilter, TopHatFilter, apply_filters, filter_dask)
+    GaussianFilter,
+    NLMeansFilter,
+    TopHatFilter,
+    apply_filters,
+    filter_dask,
+)
 from cellspot.register import RegistrationSettings, estimate_drift
 
 DATA = Path("/work/shared/data/nuclei3d_qcanet/images_raw/8_cell_stage.tif")

@@ -17,8 +17,8 @@ import pytest
 
 from cellspot import omezarr
 from cellspot.report import build, tables
-from cellspot_bench import truth_tables as truth
 from cellspot.simulate import SimulationConfig, simulate_movie
+from cellspot_bench import truth_tables as truth
 
 SEED = 0
 NOISE_PX = 0.3  # localisation error of a good spot detector
@@ -66,7 +66,8 @@ def test_rna_counts_within_10_percent_of_truth(demo_movie, demo_report):
     err = _rel_err(j["rna_total"], j["true_n"])
     total = _rel_err(j["rna_total"].sum(), j["true_n"].sum())
     print(f"\nRNA per cell with {NOISE_PX} px localisation error, {len(j)} cell-timepoints: "
-          f"mean |error| {100 * np.abs(err).mean():.1f}%, median {100 * np.median(np.abs(err)):.1f}%, "
+          f"mean |error| {100 * np.abs(err).mean():.1f}%, "
+          f"median {100 * np.median(np.abs(err)):.1f}%, "
           f"max {100 * np.abs(err).max():.1f}%, total {100 * total:+.1f}%")
     assert np.abs(err).mean() < 0.10
     assert abs(total) < 0.10
@@ -340,7 +341,8 @@ def test_report_on_tracks_from_the_track_stage(demo_movie, tmp_path):
     err = _rel_err(j["mean_speed_um_s"], j["true_speed_um_s"])
     print(f"\nbtrack tracks: {len(ctr)} cell tracks ({len(demo_movie.lineage)} true), speed "
           f"|error| median {100 * np.median(np.abs(err)):.1f}%, max {100 * np.abs(err).max():.1f}%;"
-          f" RNA D in cell median {result.tables['rna_track_stats']['diffusion_in_cell_um2_s'].median():.2e}")
+          f" RNA D in cell median "
+          f"{result.tables['rna_track_stats']['diffusion_in_cell_um2_s'].median():.2e}")
     assert len(ctr) == len(demo_movie.lineage)
     assert ctr["divides"].sum() == (demo_movie.lineage["parent_id"] > 0).sum() // 2
     assert np.median(np.abs(err)) < 0.10

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from cellspot.report import build
-from cellspot_bench import truth_tables as truth
 from cellspot.simulate import SimulationConfig, simulate_movie
+from cellspot_bench import truth_tables as truth
 from workflow_helpers import stage_snakefile
 
 ROOT = Path(__file__).resolve().parents[1]

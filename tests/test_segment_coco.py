@@ -3,8 +3,6 @@
 import json
 
 import numpy as np
-import pandas as pd
-import pycocotools.mask as mask_utils
 import pytest
 from pycocotools.coco import COCO
 
@@ -55,7 +53,9 @@ def test_coco_from_volumes_is_valid_for_pycocotools(tmp_path):
     dets = [dict(image_id=a["image_id"], category_id=a["category_id"],
                  segmentation=a["segmentation"], score=1.0) for a in train.anns.values()]
     ev = COCOeval(train, train.loadRes(dets), "segm")
-    ev.evaluate(); ev.accumulate(); ev.summarize()
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
     assert ev.stats[0] == pytest.approx(1.0)
 
 
@@ -183,7 +183,8 @@ def test_coco_from_simulation_moves_truth_by_drift(tmp_path):
         for a in c.loadAnns(c.getAnnIds(imgIds=im["id"])):
             m |= c.annToMask(a).astype(bool)
         if m.any():
-            on.append(arr[m].mean()); off.append(arr[~m].mean())
+            on.append(arr[m].mean())
+            off.append(arr[~m].mean())
     assert np.mean(on) > np.mean(off) + 0.1
 
 

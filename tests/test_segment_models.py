@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 pytest.importorskip("mmcv.ops", reason="mmcv with compiled ops is not installed")
@@ -16,13 +15,19 @@ import torch  # noqa: E402
 
 from cellspot import coco  # noqa: E402
 from cellspot.omezarr import ImageMeta, create_image  # noqa: E402
-from cellspot.segment_infer import (Instance, Segmenter, instance_table,  # noqa: E402
-                                    paint_instances, read_segmentation, segment_block,
-                                    tile_cores, tile_starts)
-from cellspot.segment_models import (SegmentError, default_config_path,  # noqa: E402
-                                     load_model_config, upscale_of)
-from cellspot_bench.models import narrow_overrides  # noqa: E402
+from cellspot.segment_infer import (  # noqa: E402
+    Instance,
+    Segmenter,
+    instance_table,
+    paint_instances,
+    read_segmentation,
+    segment_block,
+    tile_cores,
+    tile_starts,
+)
+from cellspot.segment_models import SegmentError, default_config_path, load_model_config, upscale_of  # noqa: E402
 from cellspot.segment_train import train_model  # noqa: E402
+from cellspot_bench.models import narrow_overrides  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -251,8 +256,8 @@ def _tiny_cell_coco(path, size=64):
 def test_random_crops_never_yield_empty_boxes(tmp_path):
     """Crops cut through spots; an object whose box reaches the crop but whose mask does not
     must be dropped, or its empty box makes the box regression loss NaN."""
-    from mmengine.dataset import Compose
     from mmdet.utils import register_all_modules
+    from mmengine.dataset import Compose
 
     from cellspot.segment_train import build_train_config
 

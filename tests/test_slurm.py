@@ -15,7 +15,7 @@ import pytest
 
 from cellspot.omezarr import open_array
 from conftest import SHARED
-from workflow_helpers import REPO, copy_movie, make_workdir, snakemake
+from workflow_helpers import REPO, copy_movie, make_workdir
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -87,8 +87,8 @@ def test_starter_models_segment_an_unseen_movie(small_movie):
     """Untrained by the user, on a movie of a seed the recipe never used: most cells and most
     in-focus spots of the middle slice are found (what the benchmarks measure in full)."""
     from cellspot.coco import _shift_labels
-    from cellspot_bench.metrics import match_instances, spot_f1
     from cellspot.segment_infer import Segmenter
+    from cellspot_bench.metrics import match_instances, spot_f1
 
     t, z = 1, 8
     shift = small_movie.drift.set_index("t").loc[t, ["dz", "dy", "dx"]].to_numpy(float)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from cellspot import ctc, track
+from cellspot.errors import CellspotError
 from cellspot_bench.baselines import track_laptrack
 from cellspot_bench.ctc_eval import evaluate_ctc, write_ctc_ground_truth
 from conftest import btrack_loads
@@ -79,9 +80,9 @@ def test_configs_validate_and_bad_config_names_file(tmp_path):
     bad["motion_model"]["R"]["matrix"] = [1, 2, 0, 0, 1, 0, 0, 0, 1]  # not symmetric
     p = tmp_path / "bad.json"
     p.write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="bad.json"):
+    with pytest.raises(CellspotError, match="bad.json"):
         track.load_tracker_config(p)
-    with pytest.raises(FileNotFoundError, match="nope.json"):
+    with pytest.raises(CellspotError, match="nope.json"):
         track.load_tracker_config(tmp_path / "nope.json")
 
 

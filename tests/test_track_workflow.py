@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from cellspot import ctc, track
+from cellspot import track
 from cellspot_bench.ctc_eval import evaluate_ctc, write_ctc_ground_truth
-from workflow_helpers import stage_snakefile
 from conftest import btrack_loads
+from workflow_helpers import stage_snakefile
 
 ROOT = Path(__file__).resolve().parents[1]
 

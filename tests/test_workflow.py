@@ -13,8 +13,15 @@ import tifffile
 import yaml
 
 from cellspot.omezarr import open_array, read_meta
-from workflow_helpers import (REPO, copy_movie, deep_update, make_workdir, planned_jobs,
-                              snakemake, update_config)
+from workflow_helpers import (
+    REPO,
+    copy_movie,
+    deep_update,
+    make_workdir,
+    planned_jobs,
+    snakemake,
+    update_config,
+)
 
 # Jobs per batch, per rule, in DAG order (one block of timepoints: segment_infer runs per model).
 PER_BATCH = {"ingest": 1, "preprocess": 1, "drift_plot": 1, "segment_infer": 2, "merge": 1,

@@ -150,7 +150,8 @@ def discover_batches(samples: str | None, inbox: str | None, marker: str = "") -
     left alone: which one the user meant cannot be told).
     """
     plan = BatchPlan()
-    found = (read_samples(samples) if samples else []) + (scan_inbox(inbox, marker) if inbox else [])
+    found = ((read_samples(samples) if samples else [])
+             + (scan_inbox(inbox, marker) if inbox else []))
     paths: dict[str, list[str]] = {}
     for b in found:
         if isinstance(b, Rejected):

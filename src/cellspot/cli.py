@@ -1,4 +1,7 @@
-"""Command-line interface: ``cellspot simulate | ingest | preprocess | merge | report | batches | status | runs | demo``."""
+"""Command-line interface.
+
+``cellspot simulate | ingest | preprocess | merge | report | batches | status | runs | demo``.
+"""
 
 from __future__ import annotations
 

@@ -34,14 +34,13 @@ from pycocotools.coco import COCO
 
 from cellspot.omezarr import atomic_output
 
+from .errors import CocoError
+
 log = logging.getLogger(__name__)
 # pycocotools 2.0.11 with numpy 2 warns on every mask decode (harmless; floods rule logs).
 warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy",
                         category=DeprecationWarning)
 
-
-class CocoError(ValueError):
-    """A COCO file or an annotation volume is missing, malformed or inconsistent."""
 
 
 # --------------------------------------------------------------------------- arrays

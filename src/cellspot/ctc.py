@@ -22,15 +22,13 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from .errors import CTCError
 from .omezarr import atomic_output
 
 log = logging.getLogger(__name__)
 
 LBEP_COLUMNS = ["label", "begin", "end", "parent"]
 
-
-class CTCError(ValueError):
-    """A CTC folder or table is missing or inconsistent."""
 
 
 def frame_digits(n_frames: int) -> int:

@@ -1,4 +1,8 @@
-"""Errors for bad input: each names the file or setting and the problem, for a one-line log."""
+"""Errors for bad input: each names the file or setting and the problem, for a one-line log.
+
+Every problem a user can fix is a :class:`CellspotError`; the Snakemake adapter
+(:func:`cellspot.smk.run_step`) and the command line print it as one line, without a traceback.
+"""
 
 
 class CellspotError(ValueError):
@@ -23,3 +27,23 @@ class SegmentError(CellspotError):
 
 class RegistrationError(CellspotError):
     """Drift estimation cannot run on the movie, or its drift table is unreadable."""
+
+
+class PreprocessError(CellspotError):
+    """The movie or the settings do not allow preprocessing (e.g. a channel is absent)."""
+
+
+class CocoError(CellspotError):
+    """A COCO file or an annotation volume is missing, malformed or inconsistent."""
+
+
+class TrackError(CellspotError):
+    """A btrack configuration, an object table or a label image does not allow tracking."""
+
+
+class CTCError(CellspotError):
+    """A Cell Tracking Challenge folder or table is missing or inconsistent."""
+
+
+class ReportInputError(CellspotError):
+    """An input table lacks what the report needs."""

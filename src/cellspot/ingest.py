@@ -100,7 +100,8 @@ def ingest_movie(
                         block = movie.read(t, c, z0, min(z0 + zb, Z))
                         out[t, c, z0:z0 + block.shape[0]] = block
                         step = max(1, block.size // 4096)
-                        samples[c].append(block.ravel()[::step].copy())  # not a view: frees the block
+                        # a copy, not a view: frees the block
+                        samples[c].append(block.ravel()[::step].copy())
                 log.info("ingest: timepoint %d/%d done (%.0f%%)", t + 1, T, 100 * (t + 1) / T)
             limits = []
             for c in range(C):

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
 from . import __version__
-
 
 # The workflow's own packages: a rule's code is its script plus what it imports from these.
 PACKAGES = ("cellspot", "cellspot_bench")

@@ -6,10 +6,10 @@ Volumes are binned (``downsample``, ``max_voxels``) and blurred; the phase corre
 low-pass weighted (whitening alone lets noise swamp the peak). Sub-pixel precision comes either
 from maximising the normalised cross-correlation of the overlap around the peak (``refine``, the
 default: FFT correlation is biased by wrap-around when content enters and leaves a thin z-stack)
-or from scikit-image's upsampled DFT. A timepoint whose match is poor (normalised cross-correlation at the found
-shift below ``min_quality``, e.g. a frame with no signal) is *flagged*: it keeps the cumulative
-shift of the last good frame instead of a garbage estimate, and the next frame is matched against
-that last good frame.
+or from scikit-image's upsampled DFT. A timepoint whose match is poor (normalised
+cross-correlation at the found shift below ``min_quality``, e.g. a frame with no signal) is
+*flagged*: it keeps the cumulative shift of the last good frame instead of a garbage estimate,
+and the next frame is matched against that last good frame.
 
 Sign convention (as :mod:`cellspot.simulate`): the table holds ``d(t)`` with
 ``raw_t(p + d(t)) = raw_0(p)``, i.e. content seen at ``p`` in the first frame is at ``p + d`` at

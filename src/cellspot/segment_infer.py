@@ -24,8 +24,13 @@ import zarr
 from scipy import ndimage
 
 from cellspot.omezarr import OmeZarrError, _compressor, atomic_output, open_array, read_meta
-from cellspot.segment_store import (ARRAY_NAMES, TABLE_COLUMNS, TABLE_NAME,  # noqa: F401
-                                    Segmentation, read_segmentation)
+from cellspot.segment_store import (  # noqa: F401
+    ARRAY_NAMES,
+    TABLE_COLUMNS,
+    TABLE_NAME,
+    Segmentation,
+    read_segmentation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +392,8 @@ class Segmenter:
                                            np.ascontiguousarray(m[by0:by1, bx0:bx1])))
         return results, semantic
 
-    def segment_slices(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], list[pd.DataFrame]]:
+    def segment_slices(self, images: np.ndarray
+                       ) -> tuple[dict[str, np.ndarray], list[pd.DataFrame]]:
         """Label stacks per class and one instance table per slice.
 
         Returns
@@ -471,7 +477,8 @@ def load_model(config, checkpoint, device: str = "cpu", model_name: str | None =
             parts.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
         raise SegmentError(
             f"{key}: {checkpoint} does not fit the model of "
-            f"{config or 'its stored config'} ({setting(model_name or '<model>', 'checkpoint_config')}): "
+            f"{config or 'its stored config'} "
+            f"({setting(model_name or '<model>', 'checkpoint_config')}): "
             + "; ".join(parts) + ". Was it trained with another config (model, depth, classes)?")
     model.load_state_dict(state, strict=True)
     classes = (ckpt.get("meta") or {}).get("dataset_meta", {}).get("classes")

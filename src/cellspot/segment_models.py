@@ -1,6 +1,7 @@
 """MMDetection Mask R-CNN configs for cells and RNA spots, and the transforms they use.
 
-The models are plain MMDetection configs (``config/maskrcnn_cells.py``, ``config/maskrcnn_spots.py``).
+The models are plain MMDetection configs (``config/maskrcnn_cells.py``,
+``config/maskrcnn_spots.py``).
 This module loads one with :class:`mmengine.Config`, applies a user's overrides (a nested dict
 from ``config.yaml``), fills in data paths and the schedule, and keeps derived settings
 consistent (the FPN input channels follow the ResNet depth).

@@ -24,8 +24,13 @@ from pathlib import Path
 from typing import Mapping
 
 from cellspot.omezarr import atomic_output, write_text_atomic
-from cellspot.segment_models import (SegmentError, default_config_path, load_model_config,
-                                     set_data_root, set_schedule)
+from cellspot.segment_models import (
+    SegmentError,
+    default_config_path,
+    load_model_config,
+    set_data_root,
+    set_schedule,
+)
 from cellspot.starter import setting
 
 log = logging.getLogger(__name__)

@@ -57,8 +57,8 @@ class SimulationConfig(BaseModel):
                                                description="(nucleus, cytoplasm) stain, photons")
     background_photons: float = 60.0
     vignetting: float = Field(0.3, ge=0, lt=1, description="illumination loss at the corners")
-    drift_step: tuple[float, float, float] = Field((0.3, 1.5, 1.5),
-                                                   description="RMS drift per timepoint (z, y, x) px")
+    drift_step: tuple[float, float, float] = Field(
+        (0.3, 1.5, 1.5), description="RMS drift per timepoint (z, y, x) px")
     camera_gain: float = 1.0
     camera_offset: float = 100.0
     read_noise: float = 3.0

@@ -69,7 +69,8 @@ def concise_validation_error(text: str) -> str:
 
 
 def scaled_mem(mb: int):
-    """A rule's ``mem_mb`` that grows with the attempt: a job killed for memory retries with more."""
+    """A rule's ``mem_mb`` that grows with the attempt: a job killed for memory retries with
+    more."""
     return lambda wildcards, attempt: int(mb) * attempt
 
 

@@ -61,8 +61,8 @@ class TiffMovie:
         try:
             block = np.asarray(self._data[tuple(index)])
         except Exception as exc:  # tifffile/zarr raise many types for damaged data
-            raise InputError(f"{self.path}: cannot read t={t} c={c} z={z0}:{z1}: "
-                             f"the file is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+            raise InputError(f"{self.path}: cannot read t={t} c={c} z={z0}:{z1}: the file is "
+                             f"truncated or corrupt ({type(exc).__name__}: {exc})") from exc
         if "Z" not in self.axes:
             block = block[None]
         return block

@@ -1,7 +1,8 @@
 """Cell Tracking Challenge evaluation: ground-truth folders and TRA/DET by py-ctcmetrics.
 
 TRA and DET are computed by py-ctcmetrics (``ctc_metrics``), the challenge's reference
-measures re-implemented in Python; the result folders are those of :func:`cellspot.ctc.write_ctc_result`.
+measures re-implemented in Python; the result folders are those of
+:func:`cellspot.ctc.write_ctc_result`.
 """
 
 from __future__ import annotations

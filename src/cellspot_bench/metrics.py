@@ -40,7 +40,8 @@ class MatchResult:
 
 def match_points(truth: np.ndarray, pred: np.ndarray, max_distance: float = 3.0,
                  scale: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one matching of two point sets within ``max_distance`` (Hungarian, min total distance).
+    """One-to-one matching of two point sets within ``max_distance`` (Hungarian, minimal total
+    distance).
 
     Parameters
     ----------
@@ -63,7 +64,8 @@ def match_points(truth: np.ndarray, pred: np.ndarray, max_distance: float = 3.0,
     if scale is not None:
         truth, pred = truth * np.asarray(scale), pred * np.asarray(scale)
     # Sparse candidate pairs keep this fast for tens of thousands of spots.
-    pairs = cKDTree(truth).sparse_distance_matrix(cKDTree(pred), max_distance, output_type="coo_matrix")
+    pairs = cKDTree(truth).sparse_distance_matrix(cKDTree(pred), max_distance,
+                                                  output_type="coo_matrix")
     if pairs.nnz == 0:
         return np.zeros(0, int), np.zeros(0, int)
     rows, cols = np.unique(pairs.row), np.unique(pairs.col)

@@ -32,14 +32,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cellspot.distance import signed_distance
 from cellspot.errors import InputError
-from cellspot_bench.metrics import average_precision, match_points, matched_pairs
 from cellspot.omezarr import atomic_output, open_array, read_meta, write_text_atomic
 from cellspot.register import read_drift_csv
 from cellspot.report.build import TRUTH_HEADLINE, ReportConfig
-from cellspot.distance import signed_distance
 from cellspot.report.tables import molecules, rna_track_table, track_step_speeds
 from cellspot.simulate import read_truth_folder, value_at
+from cellspot_bench.metrics import average_precision, match_points, matched_pairs
 
 SPOT_MATCH_PX = 3.0  # xy pixels; spots further apart than this are not a match
 RNA_COLUMNS = ["t", "true_cell", "label", "iou", "complete", "rna_true", "rna_found", "error",

@@ -18,7 +18,6 @@ from cellspot import omezarr
 from cellspot.distance import signed_distance
 from cellspot.simulate import value_at
 
-
 BBOX = [f"bbox_{a}{e}" for e in "01" for a in "zyx"]  # half-open, as merge's tables
 
 
@@ -41,7 +40,8 @@ def _objects(labels: np.ndarray, voxel_size) -> pd.DataFrame:
                                        *BBOX])
 
 
-def tables_from_truth(movie, position_noise_px: float = 0.0, seed: int = 0) -> dict[str, pd.DataFrame]:
+def tables_from_truth(movie, position_noise_px: float = 0.0,
+                      seed: int = 0) -> dict[str, pd.DataFrame]:
     """The report's input tables (cells, nuclei, spots, cell_tracks, spot_tracks) from truth.
 
     Parameters

@@ -14,18 +14,26 @@ from cellspot.batches import discover_batches  # noqa: E402
 from cellspot.errors import CellspotError  # noqa: E402
 from cellspot.omezarr import open_array  # noqa: E402
 from cellspot.provenance import config_files, workflow_version  # noqa: E402
-from cellspot.smk import (rule_code, scaled_mem, stop, validate_config,  # noqa: E402
-                          without_resources, TRAIN_CODE_IGNORE)
+from cellspot.smk import (
+    rule_code,
+    scaled_mem,
+    stop,
+    validate_config,  # noqa: E402
+    without_resources,
+    TRAIN_CODE_IGNORE,
+)
 from cellspot.starter import is_builtin, resolve_checkpoint, starter_files  # noqa: E402
 from cellspot.tiffio import count_timepoints  # noqa: E402
 
-
-validate_config(config, str(Path(workflow.basedir) / "config/schema/config.schema.yaml"))
+validate_config(
+    config, str(Path(workflow.basedir) / "config/schema/config.schema.yaml")
+)
 
 # A bad row, a missing movie or a batch name given twice skips that batch, not the run.
 try:
-    PLAN = discover_batches(config["samples"] or None, config["inbox"] or None,
-                            config["inbox_marker"])
+    PLAN = discover_batches(
+        config["samples"] or None, config["inbox"] or None, config["inbox_marker"]
+    )
 except CellspotError as exc:
     stop(str(exc))
 BATCHES = PLAN.batches
@@ -38,6 +46,7 @@ def processed_elsewhere():
     summary keeps their rows."""
     found = Path("results").glob("*/tables/batch_summary.parquet")
     return sorted(p.parts[1] for p in found if p.parts[1] not in BATCHES)
+
 
 # Per-batch final outputs; each stage's .smk adds its own, `rule all` expands them.
 TARGETS = []
@@ -71,8 +80,9 @@ def n_timepoints(batch):
     if (raw / "0" / ".zarray").exists():
         return open_array(raw).shape[0]
     try:
-        return count_timepoints(BATCHES[batch].path, BATCHES[batch].axes,
-                                BATCHES[batch].voxel_size)
+        return count_timepoints(
+            BATCHES[batch].path, BATCHES[batch].axes, BATCHES[batch].voxel_size
+        )
     except CellspotError as exc:
         # Plan one block; the batch's ingest job then fails with this message, and a bad
         # movie does not stop the other batches from being planned and processed.
@@ -112,7 +122,9 @@ def segment_infer_config(model):
         return [str(starter_files(model)["config"])]
     if not ckpt:
         return [f"{SEG_MODELS_DIR}/{model}/config.py"]
-    return [_seg(model)["checkpoint_config"]] if _seg(model)["checkpoint_config"] else []
+    return (
+        [_seg(model)["checkpoint_config"]] if _seg(model)["checkpoint_config"] else []
+    )
 
 
 def segment_pretrained(model):
@@ -130,17 +142,25 @@ def segment_preprocess(model):
     """Preprocess settings of each model input, by role: simulated training images are
     normalised and filtered as the movie is before inference."""
     chans = (config.get("preprocess") or {}).get("channels") or {}
-    return {role: chans.get(role) or chans.get(str(name)) or {}
-            for role, name in zip(_seg(model)["channels"], segment_channels(model))}
+    return {
+        role: chans.get(role) or chans.get(str(name)) or {}
+        for role, name in zip(_seg(model)["channels"], segment_channels(model))
+    }
 
 
 def segment_outputs(batch, model):
     """All block stores of a batch (what merge takes as input)."""
-    return [f"results/{batch}/segment/{model}/t{a:04d}-{b:04d}.zarr"
-            for a, b in timepoint_blocks(batch)]
+    return [
+        f"results/{batch}/segment/{model}/t{a:04d}-{b:04d}.zarr"
+        for a, b in timepoint_blocks(batch)
+    ]
 
 
 # --------------------------------------------------------------- merge (merge.smk)
 def merge_segmentation(wildcards):
     """Block stores of both segmentation models (cells/nuclei and spots) of a batch."""
-    return [p for model in ("cells", "spots") for p in segment_outputs(wildcards.batch, model)]
+    return [
+        p
+        for model in ("cells", "spots")
+        for p in segment_outputs(wildcards.batch, model)
+    ]

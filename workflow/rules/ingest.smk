@@ -6,21 +6,21 @@ rule ingest:
         movie=batch_movie,
     output:
         zarr=directory("results/{batch}/raw.ome.zarr"),
+    log:
+        "results/{batch}/logs/ingest.log",
+    benchmark:
+        "results/{batch}/benchmarks/ingest.tsv"
+    conda:
+        "../../envs/ingest.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem(config["ingest"]["mem_mb"]),
+        runtime=60,
     params:
         batch=batch_info,
         z_block=config["ingest"]["z_block"],
         chunk_mb=config["ingest"]["chunk_mb"],
         code=rule_code("ingest_run.py"),
-    log:
-        "results/{batch}/logs/ingest.log",
-    benchmark:
-        "results/{batch}/benchmarks/ingest.tsv"
-    threads: 1
-    resources:
-        mem_mb=scaled_mem(config["ingest"]["mem_mb"]),
-        runtime=60,
-    conda:
-        "../../envs/ingest.yaml"
     script:
         "../scripts/ingest_run.py"
 

@@ -26,20 +26,20 @@ rule merge:
         cell_table="results/{batch}/tables/cells.parquet",
         nucleus_table="results/{batch}/tables/nuclei.parquet",
         spot_table="results/{batch}/tables/spots.parquet",
-    params:
-        settings=without_resources(MERGE),
-        spot_channel=config["channels"]["rna"],
-        code=rule_code("merge_run.py"),
     log:
         "results/{batch}/logs/merge.log",
     benchmark:
         "results/{batch}/benchmarks/merge.tsv"
+    conda:
+        "../../envs/merge.yaml"
     threads: 1
     resources:
         mem_mb=scaled_mem(MERGE["mem_mb"]),
         runtime=MERGE["runtime"],
-    conda:
-        "../../envs/merge.yaml"
+    params:
+        settings=without_resources(MERGE),
+        spot_channel=config["channels"]["rna"],
+        code=rule_code("merge_run.py"),
     script:
         "../scripts/merge_run.py"
 

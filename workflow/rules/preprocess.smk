@@ -17,20 +17,20 @@ rule preprocess:
     output:
         zarr=directory("results/{batch}/preprocessed.ome.zarr"),
         drift_csv="results/{batch}/drift.csv",
-    params:
-        settings=without_resources(PREPROCESS),
-        channels=config.get("channels", {}),
-        code=rule_code("preprocess_run.py"),
     log:
         "results/{batch}/logs/preprocess.log",
     benchmark:
         "results/{batch}/benchmarks/preprocess.tsv"
+    conda:
+        "../../envs/preprocess.yaml"
     threads: PREPROCESS["threads"]
     resources:
         mem_mb=scaled_mem(PREPROCESS["mem_mb"]),
         runtime=PREPROCESS["runtime"],
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        settings=without_resources(PREPROCESS),
+        channels=config.get("channels", {}),
+        code=rule_code("preprocess_run.py"),
     script:
         "../scripts/preprocess_run.py"
 
@@ -39,21 +39,25 @@ rule drift_plot:
     input:
         drift_csv=rules.preprocess.output.drift_csv,
     output:
-        drift_png=report("results/{batch}/drift.png", caption="../report/preprocess_drift.rst",
-                         category="QC", subcategory="{batch}",
-                         labels={"batch": "{batch}", "figure": "drift estimate"}),
-    params:
-        code=rule_code("drift_plot.py"),
+        drift_png=report(
+            "results/{batch}/drift.png",
+            caption="../report/preprocess_drift.rst",
+            category="QC",
+            subcategory="{batch}",
+            labels={"batch": "{batch}", "figure": "drift estimate"},
+        ),
     log:
         "results/{batch}/logs/drift_plot.log",
     benchmark:
         "results/{batch}/benchmarks/drift_plot.tsv"
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=scaled_mem(500),
         runtime=10,
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        code=rule_code("drift_plot.py"),
     script:
         "../scripts/drift_plot.py"
 

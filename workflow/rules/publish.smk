@@ -15,18 +15,18 @@ rule view:
         labels=expand("results/{{batch}}/labels/{name}.zarr", name=VIEW_LABELS),
     output:
         zarr=directory("results/{batch}/{batch}.ome.zarr"),
-    params:
-        code=rule_code("publish_view.py"),
     log:
         "results/{batch}/logs/view.log",
     benchmark:
         "results/{batch}/benchmarks/view.tsv"
+    conda:
+        "../../envs/ingest.yaml"
     threads: 1
     resources:
         mem_mb=scaled_mem(500),
         runtime=10,
-    conda:
-        "../../envs/ingest.yaml"
+    params:
+        code=rule_code("publish_view.py"),
     script:
         "../scripts/publish_view.py"
 
@@ -38,23 +38,28 @@ rule provenance:
         checkpoints=[segment_checkpoint(m) for m in SEG_MODEL_NAMES],
     output:
         json="results/{batch}/provenance.json",
-    params:
-        # Which batches exist (samples sheet, inbox) and job resources do not shape a batch's
-        # results.
-        config=without_resources({k: v for k, v in config.items()
-                                  if k not in ("samples", "inbox", "inbox_marker")}),
-        models=SEG_MODEL_NAMES,
-        code=rule_code("publish_provenance.py"),
     log:
         "results/{batch}/logs/provenance.log",
     benchmark:
         "results/{batch}/benchmarks/provenance.tsv"
+    conda:
+        "../../envs/ingest.yaml"
     threads: 1
     resources:
         mem_mb=scaled_mem(500),
         runtime=10,
-    conda:
-        "../../envs/ingest.yaml"
+    params:
+        # Which batches exist (samples sheet, inbox) and job resources do not shape a batch's
+        # results.
+        config=without_resources(
+            {
+                k: v
+                for k, v in config.items()
+                if k not in ("samples", "inbox", "inbox_marker")
+            }
+        ),
+        models=SEG_MODEL_NAMES,
+        code=rule_code("publish_provenance.py"),
     script:
         "../scripts/publish_provenance.py"
 

@@ -31,18 +31,18 @@ rule truth_check:
         json="results/{batch}/report/truth_check.json",
         csv="results/{batch}/report/truth_check.csv",
         png="results/{batch}/report/figures/rna_vs_truth.png",
-    params:
-        code=rule_code("truth_check.py"),
     log:
         "results/{batch}/logs/truth_check.log",
     benchmark:
         "results/{batch}/benchmarks/truth_check.tsv"
+    conda:
+        "../../envs/truth_check.yaml"
     threads: 1
     resources:
         mem_mb=scaled_mem(REPORT.get("mem_mb", 4000)),
         runtime=REPORT.get("runtime", 60),
-    conda:
-        "../../envs/truth_check.yaml"
+    params:
+        code=rule_code("truth_check.py"),
     script:
         "../scripts/truth_check.py"
 
@@ -50,9 +50,16 @@ rule truth_check:
 rule report:
     input:
         # a simulated movie's report shows the run against its truth (rule truth_check)
-        unpack(lambda w: {"truth_check": rules.truth_check.output.json,
-                          "truth_check_png": rules.truth_check.output.png}
-               if batch_truth(w) else {}),
+        unpack(
+            lambda w: (
+                {
+                    "truth_check": rules.truth_check.output.json,
+                    "truth_check_png": rules.truth_check.output.png,
+                }
+                if batch_truth(w)
+                else {}
+            )
+        ),
         cells="results/{batch}/tables/cells.parquet",
         nuclei="results/{batch}/tables/nuclei.parquet",
         spots="results/{batch}/tables/spots.parquet",
@@ -63,8 +70,12 @@ rule report:
         image="results/{batch}/preprocessed.ome.zarr",
         drift="results/{batch}/drift.csv",
     output:
-        html=report("results/{batch}/report/report.html", caption="../report/report.rst",
-                    category="Batch reports", labels={"batch": "{batch}", "figure": "page"}),
+        html=report(
+            "results/{batch}/report/report.html",
+            caption="../report/report.rst",
+            category="Batch reports",
+            labels={"batch": "{batch}", "figure": "page"},
+        ),
         cell_stats_parquet="results/{batch}/tables/cell_stats.parquet",
         cell_stats_csv="results/{batch}/tables/cell_stats.csv",
         cell_track_stats_parquet="results/{batch}/tables/cell_track_stats.parquet",
@@ -129,20 +140,20 @@ rule report:
             subcategory="{batch}",
             labels={"batch": "{batch}", "figure": "rna_motion"},
         ),
-    params:
-        settings=without_resources(REPORT),
-        channels=config.get("channels", {}),
-        code=REPORT_CODE,
     log:
         "results/{batch}/logs/report.log",
     benchmark:
         "results/{batch}/benchmarks/report.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=scaled_mem(REPORT.get("mem_mb", 4000)),
         runtime=REPORT.get("runtime", 60),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        settings=without_resources(REPORT),
+        channels=config.get("channels", {}),
+        code=REPORT_CODE,
     script:
         "../scripts/report_batch.py"
 
@@ -150,24 +161,29 @@ rule report:
 rule summary:
     input:
         # batches no longer listed keep their row (e.g. a movie archived from the inbox)
-        expand("results/{batch}/tables/batch_summary.parquet",
-               batch=sorted(BATCHES) + processed_elsewhere()),
+        expand(
+            "results/{batch}/tables/batch_summary.parquet",
+            batch=sorted(BATCHES) + processed_elsewhere(),
+        ),
     output:
-        parquet=report("results/summary/batches.parquet", category="Summary",
-                       caption="../report/summary.rst"),
+        parquet=report(
+            "results/summary/batches.parquet",
+            category="Summary",
+            caption="../report/summary.rst",
+        ),
         csv="results/summary/batches.csv",
-    params:
-        code=REPORT_CODE,
     log:
         "results/summary/logs/summary.log",
     benchmark:
         "results/summary/benchmarks/summary.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=scaled_mem(1000),
         runtime=10,
-    conda:
-        "../../envs/report.yaml"
+    params:
+        code=REPORT_CODE,
     script:
         "../scripts/report_summary.py"
 

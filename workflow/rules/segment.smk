@@ -11,27 +11,28 @@
 # Helpers (segment_checkpoint, segment_outputs, ...) live in common.smk. timepoint_blocks(batch) -> [(start, stop), ...] (stop exclusive, blocks of
 # config["segment"]["timepoints_per_job"] timepoints covering the movie).
 
+
 rule segment_coco:
     output:
         coco=directory(f"{SEG_MODELS_DIR}/{{model}}/coco"),
-    params:
-        settings=lambda w: _seg(w.model)["training_data"],
-        channels=lambda w: segment_channels(w.model),
-        roles=lambda w: _seg(w.model)["channels"],
-        preprocess=lambda w: segment_preprocess(w.model),
-        code=rule_code("segment_coco.py"),
     log:
         f"{SEG_MODELS_DIR}/logs/segment_coco_{{model}}.log",
     benchmark:
         f"{SEG_MODELS_DIR}/benchmarks/segment_coco_{{model}}.tsv"
     wildcard_constraints:
         model="cells|spots",
+    conda:
+        "../../envs/segment.yaml"
     threads: 1
     resources:
         mem_mb=scaled_mem(8000),
         runtime=60,
-    conda:
-        "../../envs/segment.yaml"
+    params:
+        settings=lambda w: _seg(w.model)["training_data"],
+        channels=lambda w: segment_channels(w.model),
+        roles=lambda w: _seg(w.model)["channels"],
+        preprocess=lambda w: segment_preprocess(w.model),
+        code=rule_code("segment_coco.py"),
     script:
         "../scripts/segment_coco.py"
 
@@ -47,25 +48,25 @@ rule segment_train:
         config=f"{SEG_MODELS_DIR}/{{model}}/config.py",
         loss_png=f"{SEG_MODELS_DIR}/{{model}}/loss.png",
         tensorboard=directory(f"{SEG_MODELS_DIR}/{{model}}/tensorboard"),
-    params:
-        model=lambda w: w.model,
-        depth=lambda w: _seg(w.model)["depth"],
-        overrides=lambda w: _seg(w.model)["overrides"],
-        train=lambda w: without_resources(_seg(w.model)["train"]),
-        code=rule_code("segment_train.py", ignore=TRAIN_CODE_IGNORE),
     log:
         f"{SEG_MODELS_DIR}/logs/segment_train_{{model}}.log",
     benchmark:
         f"{SEG_MODELS_DIR}/benchmarks/segment_train_{{model}}.tsv"
     wildcard_constraints:
         model="cells|spots",
+    conda:
+        "../../envs/segment.yaml"
     threads: lambda w: _seg(w.model)["train"]["threads"]
     resources:
         gpu=lambda w: _seg(w.model)["train"]["gpu"],
         mem_mb=lambda w, attempt: _seg(w.model)["train"]["mem_mb"] * attempt,
         runtime=lambda w: _seg(w.model)["train"]["runtime"],
-    conda:
-        "../../envs/segment.yaml"
+    params:
+        model=lambda w: w.model,
+        depth=lambda w: _seg(w.model)["depth"],
+        overrides=lambda w: _seg(w.model)["overrides"],
+        train=lambda w: without_resources(_seg(w.model)["train"]),
+        code=rule_code("segment_train.py", ignore=TRAIN_CODE_IGNORE),
     script:
         "../scripts/segment_train.py"
 
@@ -77,6 +78,21 @@ rule segment_infer:
         config=lambda w: segment_infer_config(w.model),
     output:
         zarr=directory("results/{batch}/segment/{model}/t{start}-{stop}.zarr"),
+    log:
+        "results/{batch}/logs/segment_infer_{model}_t{start}-{stop}.log",
+    benchmark:
+        "results/{batch}/benchmarks/segment_infer_{model}_t{start}-{stop}.tsv"
+    wildcard_constraints:
+        model="cells|spots",
+        start=r"\d{4}",
+        stop=r"\d{4}",
+    conda:
+        "../../envs/segment.yaml"
+    threads: lambda w: _seg(w.model)["infer"]["threads"]
+    resources:
+        gpu=lambda w: _seg(w.model)["infer"]["gpu"],
+        mem_mb=lambda w, attempt: _seg(w.model)["infer"]["mem_mb"] * attempt,
+        runtime=lambda w: _seg(w.model)["infer"]["runtime"],
     params:
         model=lambda w: w.model,
         channels=lambda w: segment_channels(w.model),
@@ -87,20 +103,5 @@ rule segment_infer:
         overrides=lambda w: _seg(w.model)["overrides"],
         builtin=lambda w: is_builtin(_seg(w.model)["checkpoint"]),
         code=rule_code("segment_infer.py"),
-    log:
-        "results/{batch}/logs/segment_infer_{model}_t{start}-{stop}.log",
-    benchmark:
-        "results/{batch}/benchmarks/segment_infer_{model}_t{start}-{stop}.tsv"
-    wildcard_constraints:
-        model="cells|spots",
-        start=r"\d{4}",
-        stop=r"\d{4}",
-    threads: lambda w: _seg(w.model)["infer"]["threads"]
-    resources:
-        gpu=lambda w: _seg(w.model)["infer"]["gpu"],
-        mem_mb=lambda w, attempt: _seg(w.model)["infer"]["mem_mb"] * attempt,
-        runtime=lambda w: _seg(w.model)["infer"]["runtime"],
-    conda:
-        "../../envs/segment.yaml"
     script:
         "../scripts/segment_infer.py"

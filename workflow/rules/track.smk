@@ -28,19 +28,19 @@ rule track:
         ctc=directory("results/{batch}/track/ctc"),
         napari="results/{batch}/track/cells.tracks.csv",
         napari_graph="results/{batch}/track/cells.tracks.graph.json",
-    params:
-        settings=without_resources(TRACK),
-        code=rule_code("track_run.py"),
     log:
         "results/{batch}/logs/track.log",
     benchmark:
         "results/{batch}/benchmarks/track.tsv"
+    conda:
+        "../../envs/track.yaml"
     threads: 1
     resources:
         mem_mb=scaled_mem(TRACK["mem_mb"]),
         runtime=TRACK["runtime"],
-    conda:
-        "../../envs/track.yaml"
+    params:
+        settings=without_resources(TRACK),
+        code=rule_code("track_run.py"),
     script:
         "../scripts/track_run.py"
 

@@ -1,4 +1,5 @@
-"""Snakemake adapter for rule ``preprocess``: denoise, normalise, drift-correct (cellspot.preprocess)."""
+"""Snakemake adapter for rule ``preprocess``: denoise, normalise, drift-correct
+(cellspot.preprocess)."""
 
 import sys
 

@@ -5,8 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: F821 - the workflow's own package
 
-from cellspot.report.build import (  # noqa: E402
-    ReportConfig, ReportInputs, ReportOutputs, make_report)
+from cellspot.report.build import ReportConfig, ReportInputs, ReportOutputs, make_report  # noqa: E402
 from cellspot.smk import run_step  # noqa: E402
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 
 from .label_ops import pair_overlaps
-
 
 # --------------------------------------------------------------------------- compartments
 

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-
 # --------------------------------------------------------------------------- measurements
 
 

@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..resources import without_resources
 
-
 COMPARTMENTS = ("outside", "cytoplasm", "nucleus")  # index = value of the semantic map
 SEMANTIC_PROPERTIES = [
     {"label-value": 0, "class": "background"},

@@ -20,7 +20,6 @@ from ..distance import signed_distance
 from .label_ops import pair_overlaps, relabel_slices, sequential_labels
 from .profile import split_profile
 
-
 # --------------------------------------------------------------------------- 2D -> graph
 
 

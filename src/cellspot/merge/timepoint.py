@@ -23,7 +23,6 @@ from .spots import (
 )
 from .stitch import stitch_slices
 
-
 # --------------------------------------------------------------------------- one timepoint
 
 

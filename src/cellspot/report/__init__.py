@@ -13,8 +13,14 @@ One concern per module:
 Command line: ``python -m cellspot.report batch results/<batch>``.
 """
 
-from cellspot.report.build import (ReportConfig, ReportInputs, ReportOutputs, compute,
-                                   make_report, summarise_batches)
+from cellspot.report.build import (
+                                   ReportConfig,
+                                   ReportInputs,
+                                   ReportOutputs,
+                                   compute,
+                                   make_report,
+                                   summarise_batches,
+)
 
 __all__ = ["ReportConfig", "ReportInputs", "ReportOutputs", "compute", "make_report",
            "summarise_batches"]

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import yaml
 
-from cellspot.report.build import (ReportConfig, ReportInputs, ReportOutputs, make_report,
-                                   summarise_batches)
 from cellspot.errors import CellspotError
+from cellspot.report.build import (
+    ReportConfig,
+    ReportInputs,
+    ReportOutputs,
+    make_report,
+    summarise_batches,
+)
 
 
 def main(argv=None) -> int:

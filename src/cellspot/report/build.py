@@ -240,7 +240,8 @@ def qc_panels(image, cell_labels, nucleus_labels, roles: dict[str, int],
     panels = []
     for t in timepoints:
         planes = {r: plots.max_projection(image, t, c)[::step, ::step] for r, c in roles.items()}
-        rgb = plots.composite(planes) if planes else np.zeros((*image.shape[-2:], 3))[::step, ::step]
+        rgb = (plots.composite(planes) if planes
+               else np.zeros((*image.shape[-2:], 3))[::step, ::step])
         cl = plots.max_projection(cell_labels, t)[::step, ::step]
         nl = plots.max_projection(nucleus_labels, t)[::step, ::step]
         tr = cell_tracks[cell_tracks["t"] <= t][["track_id", "t", "y", "x"]].copy()

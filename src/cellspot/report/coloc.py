@@ -18,8 +18,10 @@ from cellspot.distance import signed_distance
 from cellspot.report.stats import PermutationResult, permutation_test_groups
 
 
-def label_pools(labels: np.ndarray, values: np.ndarray, ids: Sequence[int]) -> dict[int, np.ndarray]:
-    """Values of ``values`` at every voxel of each label in ``ids`` (one sort, no per-label scan)."""
+def label_pools(labels: np.ndarray, values: np.ndarray,
+                ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """Values of ``values`` at every voxel of each label in ``ids`` (one sort, no per-label
+    scan)."""
     flat = np.asarray(labels).ravel()
     inside = np.flatnonzero(flat)  # background is never a pool: do not sort it
     order = inside[np.argsort(flat[inside], kind="stable")]

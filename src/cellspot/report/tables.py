@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cellspot.errors import CellspotError
+from cellspot.errors import ReportInputError
 from cellspot.report import stats
 
 AXES = ["z", "y", "x"]
@@ -44,9 +44,6 @@ RNA_TRACK_COLUMNS = [
     "mean_distance_to_nucleus_um",
 ]
 
-
-class ReportInputError(CellspotError):
-    """An input table lacks what the report needs."""
 
 
 def check_columns(df: pd.DataFrame, kind: str, source: str = "") -> None:

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from ..errors import TrackError
 from ..omezarr import atomic_output
 from .cells import track_cells
 from .export import relabel_by_track, write_ctc, write_napari_tracks, write_table
@@ -65,11 +66,11 @@ def track_batch(cells_table: str | os.PathLike, cell_labels: str | os.PathLike,
     labels = open_array(cell_labels)
     meta = read_meta(cell_labels)
     if labels.ndim != 4:
-        raise ValueError(f"{cell_labels}: expected TZYX labels, got shape {labels.shape}")
+        raise TrackError(f"{cell_labels}: expected TZYX labels, got shape {labels.shape}")
     n_t = labels.shape[0]
     cells = pd.read_parquet(cells_table)
     if len(cells) and (cells["t"].max() >= n_t or cells["t"].min() < 0):
-        raise ValueError(f"{cells_table}: timepoints {cells['t'].min()}..{cells['t'].max()} "
+        raise TrackError(f"{cells_table}: timepoints {cells['t'].min()}..{cells['t'].max()} "
                          f"outside the {n_t} timepoints of {cell_labels}")
     notes = describe_timepoints(cells, n_t, "cells")
     for n in notes:

@@ -1,4 +1,5 @@
-"""Settings of the track stage (config section ``track:``), btrack configurations and the tracks table's columns."""
+"""Settings of the track stage (config section ``track:``), btrack configurations and the
+tracks table's columns."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Literal, Sequence
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import TrackError
 from ..resources import without_resources
 
 TRACK_COLUMNS = ["track_id", "t", "z", "y", "x", "label", "parent", "root", "generation",
@@ -65,27 +67,27 @@ def load_tracker_config(config):
     if not isinstance(config, dict):
         path = Path(config)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such btrack configuration file")
+            raise TrackError(f"{path}: no such btrack configuration file")
         try:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+            raise TrackError(f"{path}: not valid JSON ({exc})") from exc
         source = str(path)
     config = dict(config)
     if isinstance(config.get("update_method"), str):
         try:
             config["update_method"] = constants.BayesianUpdates[config["update_method"].upper()]
         except KeyError as exc:
-            raise ValueError(f"{source}: update_method must be one of "
+            raise TrackError(f"{source}: update_method must be one of "
                              f"{[m.name for m in constants.BayesianUpdates]}") from exc
     if "TrackerConfig" in config:
-        raise ValueError(f"{source}: legacy btrack format; use the TrackerConfig fields")
+        raise TrackError(f"{source}: legacy btrack format; use the TrackerConfig fields")
     try:
         cfg = TrackerConfig(**config)
     except Exception as exc:  # pydantic validation error: say which file
-        raise ValueError(f"{source}: not a valid btrack configuration ({exc})") from exc
+        raise TrackError(f"{source}: not a valid btrack configuration ({exc})") from exc
     if cfg.motion_model is None:
-        raise ValueError(f"{source}: a btrack configuration needs a motion_model")
+        raise TrackError(f"{source}: a btrack configuration needs a motion_model")
     return cfg
 
 
@@ -98,7 +100,7 @@ def select_features(df: pd.DataFrame, names: Sequence[str]) -> list[str]:
         elif n in df.columns:
             out.append(n)
         else:
-            raise KeyError(f"feature column {n!r} not in the object table "
+            raise TrackError(f"feature column {n!r} not in the object table "
                            f"(columns: {list(df.columns)})")
     return list(dict.fromkeys(out))
 

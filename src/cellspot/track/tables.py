@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..errors import TrackError
 from .settings import POSITION, TRACK_COLUMNS
 
 # --------------------------------------------------------------------------- tables
@@ -21,9 +22,9 @@ def standardise(a: np.ndarray) -> np.ndarray:
 def check_objects(objects: pd.DataFrame, what: str) -> pd.DataFrame:
     missing = [c for c in ("t", "label", *POSITION) if c not in objects.columns]
     if missing:
-        raise KeyError(f"{what} table lacks columns {missing} (has {list(objects.columns)})")
+        raise TrackError(f"{what} table lacks columns {missing} (has {list(objects.columns)})")
     if objects.duplicated(["t", "label"]).any():
-        raise ValueError(f"{what} table has repeated (t, label) pairs")
+        raise TrackError(f"{what} table has repeated (t, label) pairs")
     return objects.reset_index(drop=True)
 
 
