@@ -91,3 +91,50 @@ def test_code_fingerprint_follows_imports(tmp_path):
     assert "cellspot_bench.metrics" in check and "cellspot_bench.ctc_eval" in check
     ignored = imported_modules(SCRIPTS_DIR / "merge_run.py", ignore=("cellspot.merge",))
     assert not any(m.startswith("cellspot.merge") for m in ignored)
+
+
+def _code_strings(path: Path):
+    """String constants of a module that are code, not documentation (docstrings, help=)."""
+    tree = ast.parse(path.read_text())
+    skip = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant):
+            skip.add(id(body[0].value))
+        if isinstance(node, ast.keyword) and node.arg in ("help", "description"):
+            skip |= {id(n) for n in ast.walk(node.value)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            yield node.lineno, node.value
+
+
+def test_results_paths_only_in_the_layout_module():
+    """Every path under results/ is named once, in cellspot.layout."""
+    import re
+
+    from cellspot import layout
+
+    # "results/", and every file name of the layout; a name made of a field ("{name}.parquet")
+    # counts with its folder ("tables/<any>.parquet")
+    def name_pattern(rel):
+        parts = rel.split("/")
+        keep = parts[-2:] if "{" in parts[-1] and len(parts) > 1 else parts[-1:]
+        return re.sub(r"\\\{\w+\\\}", "[^/]*", re.escape("/".join(keep)))
+
+    names = {name_pattern(v) for table in (layout.BATCH_FILES, layout.SUMMARY_FILES,
+                                           layout.MODEL_FILES) for v in table.values()
+             if "." in v.rsplit("/", 1)[-1]}
+    pat = re.compile(r"(^|/)results/|(^|/)(" + "|".join(sorted(names)) + ")$")
+    # simulate writes the truth folder, a format of its own (truth/drift.csv is not a result)
+    own = {PRODUCT / "layout.py", PRODUCT / "simulate.py"}
+    files = [p for p in product_modules() if p not in own]
+    files += sorted((REPO / "workflow" / "scripts").glob("*.py"))
+    found = [f"{p.relative_to(REPO)}:{n}: {s!r}" for p in files for n, s in _code_strings(p)
+             if pat.search(s)]
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Snakefile"]:
+        for n, line in enumerate(smk.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"[\"']results/|\.ome\.zarr[\"']|\.parquet[\"']", code):
+                found.append(f"{smk.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not found, found

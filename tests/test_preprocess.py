@@ -385,6 +385,7 @@ def test_snakemake_rule_runs(tmp_path):
         "import sys\n"
         f"sys.path.insert(0, {str(REPO / 'src')!r})\n"
         "from cellspot.smk import rule_code\n"
+        "from cellspot.layout import batch_file\n"
         "TARGETS = []\n"
         "from cellspot.smk import scaled_mem, without_resources\n"
         f"include: {str(REPO / 'workflow/rules/preprocess.smk')!r}\n"

@@ -30,6 +30,7 @@ def make_workdir(root: Path, movies: dict[str, Path], **config_updates) -> Path:
 STAGE_SNAKEFILE = """
 import sys
 sys.path.insert(0, {src!r})
+from cellspot.layout import batch_file, model_file, summary_file
 from cellspot.smk import rule_code
 from cellspot.smk import scaled_mem, without_resources
 BATCHES = {batches!r}

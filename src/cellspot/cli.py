@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .layout import RESULTS, batch_file
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MOVIE = Path("demo/input/movie.ome.tif")
@@ -119,14 +120,14 @@ def cmd_demo(args) -> int:
            "--configfile", "config/demo.yaml", *args.snakemake_args]
     logging.info("running: %s", shlex.join(cmd))
     rc = subprocess.call(cmd)
-    check = Path("results/demo/report/truth_check.json")
+    check = Path(batch_file("truth_json", batch="demo"))
     if rc == 0 and check.is_file():
         from .report.build import truth_headline
 
         logging.info("the demo against the simulation's truth (%s):", check)
         for k, v in truth_headline(check).items():
             logging.info("  %s: %s", k, v)
-        logging.info("report: %s", Path("results/demo/report/report.html").resolve())
+        logging.info("report: %s", Path(batch_file("report_html", batch="demo")).resolve())
     return rc
 
 
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="which stages each batch has done, what failed and why")
     s.add_argument("--configfile", default="config/config.yaml")
-    s.add_argument("--results", default="results")
+    s.add_argument("--results", default=RESULTS)
     s.add_argument("--output", help="also write the table (TSV) here")
     s.set_defaults(func=cmd_status)
 

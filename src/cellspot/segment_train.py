@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Mapping
 
+from cellspot.layout import in_model
 from cellspot.omezarr import atomic_output, write_text_atomic
 from cellspot.segment_models import (
     SegmentError,
@@ -225,7 +226,8 @@ def plot_losses(scalars: list[dict], path: str | os.PathLike) -> None:
 
 
 def train_model(model: str, coco_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                threads: int | None = None, **kwargs) -> dict[str, Path]:
+                threads: int | None = None, outputs: dict | None = None,
+                **kwargs) -> dict[str, Path]:
     """Train (or resume training) and write checkpoint, config, loss PNG and TensorBoard logs.
 
     Parameters
@@ -234,9 +236,12 @@ def train_model(model: str, coco_dir: str | os.PathLike, out_dir: str | os.PathL
     coco_dir : path-like
         Folder with ``train.json``/``val.json``/``images`` (:mod:`cellspot.coco`).
     out_dir : path-like
-        The model folder (``models/<model>``).
+        The model folder (``models/<model>``); training's own files go to its ``work/``.
     threads : int, optional
         CPU threads for torch (the rule's ``threads``).
+    outputs : dict, optional
+        Paths for ``checkpoint``, ``config``, ``loss_png``, ``tensorboard`` (the rule's
+        outputs); by default the names of :data:`cellspot.layout.MODEL_FILES` in ``out_dir``.
     **kwargs
         Passed to :func:`build_train_config`.
 
@@ -252,7 +257,7 @@ def train_model(model: str, coco_dir: str | os.PathLike, out_dir: str | os.PathL
         torch.set_num_threads(int(threads))
     register_all_modules(init_default_scope=True)
     out_dir = Path(out_dir)
-    work_dir = out_dir / "work"
+    work_dir = in_model(out_dir, "work")
     cfg = build_train_config(model, coco_dir, work_dir, **kwargs)
     log.info("training %s for %d iterations in %s (resume=%s, load_from=%s, %s)", model,
              cfg.train_cfg.max_iters, work_dir, cfg.resume, cfg.load_from,
@@ -276,8 +281,8 @@ def train_model(model: str, coco_dir: str | os.PathLike, out_dir: str | os.PathL
     if not last.is_file():
         raise SegmentError(f"{work_dir}: training ended without a checkpoint")
     ckpt = Path(last.read_text().strip())
-    paths = {"checkpoint": out_dir / "checkpoint.pth", "config": out_dir / "config.py",
-             "loss_png": out_dir / "loss.png", "tensorboard": out_dir / "tensorboard"}
+    paths = {k: Path((outputs or {}).get(k) or in_model(out_dir, k))
+             for k in ("checkpoint", "config", "loss_png", "tensorboard")}
     with atomic_output(paths["checkpoint"]) as tmp:
         shutil.copyfile(ckpt, tmp)
     # Inference config: the resolved training config (data paths are irrelevant there).

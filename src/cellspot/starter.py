@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Mapping
 
 from cellspot.errors import SegmentError
+from cellspot.layout import in_model
 
 MODELS = ("cells", "spots")
 BUILTIN = "builtin"
 STARTER_DIR = Path(__file__).resolve().parent / "starter_models"
-FILES = {"checkpoint": "checkpoint.pth", "config": "config.py", "card": "card.json"}
+# a starter model's folder has a trained model's layout, plus its card
+FILES = ("checkpoint", "config", "card")
 
 
 def setting(model: str, key: str) -> str:
@@ -46,7 +48,7 @@ def starter_files(model: str, key: str = "checkpoint") -> dict[str, Path]:
     if model not in MODELS:
         raise SegmentError(f"{setting(model, key)}: cellspot ships starter models for "
                            f"{list(MODELS)}, not {model!r}")
-    files = {k: STARTER_DIR / model / name for k, name in FILES.items()}
+    files = {k: in_model(STARTER_DIR / model, k) for k in FILES}
     missing = [p for p in files.values() if not p.is_file()]
     if missing:
         raise SegmentError(
@@ -112,7 +114,7 @@ def export_checkpoint(trained: str | os.PathLike, out_dir: str | os.PathLike, co
                      "iter": meta.get("iter"), "cellspot_starter": dict(card)}}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {k: out_dir / name for k, name in FILES.items()}
+    paths = {k: in_model(out_dir, k) for k in FILES}
     with atomic_output(paths["checkpoint"]) as tmp:
         torch.save(slim, tmp)
     write_text_atomic(paths["config"], config_text)

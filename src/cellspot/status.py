@@ -8,15 +8,16 @@ from pathlib import Path
 import pandas as pd
 
 from .batches import BATCH_NAME
+from .layout import RESULTS, in_batch
 
-# The final output of each stage, relative to results/{batch}/, in DAG order.
+# The final output of each stage (a batch file of cellspot.layout), in DAG order.
 STAGE_OUTPUTS = (
-    ("ingest", "raw.ome.zarr"),
-    ("preprocess", "preprocessed.ome.zarr"),
-    ("segment", "segment"),
-    ("merge", "tables/cells.parquet"),
-    ("track", "tables/cell_tracks.parquet"),
-    ("report", "report/report.html"),
+    ("ingest", ("raw", {})),
+    ("preprocess", ("preprocessed", {})),
+    ("segment", ("segment_block", {"model": "*", "start": "*", "stop": "*"})),
+    ("merge", ("table", {"name": "cells"})),
+    ("track", ("table", {"name": "cell_tracks"})),
+    ("report", ("report_html", {})),
 )
 _ERROR = re.compile(r"\b(ERROR|Error|Traceback|Exception)\b")
 
@@ -33,10 +34,12 @@ def batch_status(results: Path, batch: str, rejected: str = "") -> dict:
     root = results / batch
     # a rejected name may not be a path-safe one: then it has no results to look at
     safe = BATCH_NAME.match(batch) is not None
-    done = [name for name, out in STAGE_OUTPUTS if safe and (root / out).exists()]
+    done = [name for name, (key, fields) in STAGE_OUTPUTS
+            if safe and any(root.glob(str(in_batch(".", key, **fields))))]
     missing = [name for name, _ in STAGE_OUTPUTS if name not in done]
     errors = [f"planning: {rejected}"] if rejected else []
-    for log in sorted((root / "logs").glob("*.log")) if safe and (root / "logs").is_dir() else []:
+    logs = in_batch(root, "log", step="*")
+    for log in sorted(logs.parent.glob(logs.name)) if safe and logs.parent.is_dir() else []:
         msg = last_error(log)
         if msg:
             errors.append(f"{log.stem}: {msg}")
@@ -45,7 +48,7 @@ def batch_status(results: Path, batch: str, rejected: str = "") -> dict:
             "next_stage": missing[0] if missing else "", "error": " | ".join(errors)}
 
 
-def status_table(batches: list[str], results: str | Path = "results",
+def status_table(batches: list[str], results: str | Path = RESULTS,
                  rejected: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per batch, those to process and those rejected at planning (name -> reason)."""
     rejected = rejected or {}

@@ -16,6 +16,7 @@ from scipy import ndimage as ndi
 
 from cellspot import omezarr
 from cellspot.distance import signed_distance
+from cellspot.layout import in_batch
 from cellspot.simulate import value_at
 
 BBOX = [f"bbox_{a}{e}" for e in "01" for a in "zyx"]  # half-open, as merge's tables
@@ -143,21 +144,22 @@ def write_batch(movie, batch_dir: str | Path, position_noise_px: float = 0.0,
     undone, scaled to [0, 1]) and ``drift.csv``.
     """
     batch_dir = Path(batch_dir)
-    (batch_dir / "tables").mkdir(parents=True, exist_ok=True)
     for name, df in tables_from_truth(movie, position_noise_px, seed).items():
-        df.to_parquet(batch_dir / "tables" / f"{name}.parquet", index=False)
+        path = in_batch(batch_dir, "table", name=name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(path, index=False)
     meta = movie.meta
     for name in ("cells", "nuclei"):
-        omezarr.write_labels(batch_dir / "labels" / f"{name}.zarr",
+        omezarr.write_labels(in_batch(batch_dir, "labels", name=name),
                              getattr(movie, name).astype(np.uint32), meta, name)
     img = movie.image.astype(np.float32)
     lo, hi = np.percentile(img, [1, 99.9], axis=(0, 2, 3, 4), keepdims=True)
     img = np.clip((img - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
-    with omezarr.atomic_output(batch_dir / "preprocessed.ome.zarr") as tmp:
+    with omezarr.atomic_output(in_batch(batch_dir, "preprocessed")) as tmp:
         arr = omezarr.create_image(tmp, img.shape, np.float32, meta)
         for t, (dz, dy, dx) in enumerate(movie.drift[["dz", "dy", "dx"]].to_numpy()):
             arr[t] = np.stack([ndi.shift(img[t, c], (-dz, -dy, -dx), order=1)
                                for c in range(img.shape[1])])
     drift = movie.drift.assign(quality=1.0, flagged=False)
-    drift.to_csv(batch_dir / "drift.csv", index=False)
+    drift.to_csv(in_batch(batch_dir, "drift_csv"), index=False)
     return batch_dir

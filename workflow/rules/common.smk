@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from cellspot.batches import discover_batches  # noqa: E402
 from cellspot.errors import CellspotError  # noqa: E402
+from cellspot.layout import batch_file, model_file, summary_file  # noqa: E402
 from cellspot.omezarr import open_array  # noqa: E402
 from cellspot.provenance import config_files, workflow_version  # noqa: E402
 from cellspot.smk import (
@@ -44,7 +45,7 @@ for _name, _why in PLAN.rejected.items():
 def processed_elsewhere():
     """Batches with results but no longer listed (e.g. a movie archived from the inbox): the
     summary keeps their rows."""
-    found = Path("results").glob("*/tables/batch_summary.parquet")
+    found = Path().glob(batch_file("table", batch="*", name="batch_summary"))
     return sorted(p.parts[1] for p in found if p.parts[1] not in BATCHES)
 
 
@@ -76,7 +77,7 @@ def batch_movie(wildcards):
 @functools.cache
 def n_timepoints(batch):
     """Timepoints of a batch: from its OME-Zarr once ingested, else from the movie's header."""
-    raw = Path(f"results/{batch}/raw.ome.zarr")
+    raw = Path(batch_file("raw", batch=batch))
     if (raw / "0" / ".zarray").exists():
         return open_array(raw).shape[0]
     try:
@@ -110,7 +111,7 @@ def segment_checkpoint(model):
     """The checkpoint inference uses: the shipped starter model (`builtin`), the user's file,
     or the one segment_train writes (`""`)."""
     if not _seg(model)["checkpoint"]:
-        return f"{SEG_MODELS_DIR}/{model}/checkpoint.pth"
+        return model_file("checkpoint", SEG_MODELS_DIR, model=model)
     return resolve_checkpoint(model, _seg(model)["checkpoint"])
 
 
@@ -121,7 +122,7 @@ def segment_infer_config(model):
     if is_builtin(ckpt):
         return [str(starter_files(model)["config"])]
     if not ckpt:
-        return [f"{SEG_MODELS_DIR}/{model}/config.py"]
+        return [model_file("config", SEG_MODELS_DIR, model=model)]
     return (
         [_seg(model)["checkpoint_config"]] if _seg(model)["checkpoint_config"] else []
     )
@@ -151,7 +152,9 @@ def segment_preprocess(model):
 def segment_outputs(batch, model):
     """All block stores of a batch (what merge takes as input)."""
     return [
-        f"results/{batch}/segment/{model}/t{a:04d}-{b:04d}.zarr"
+        batch_file(
+            "segment_block", batch=batch, model=model, start=f"{a:04d}", stop=f"{b:04d}"
+        )
         for a, b in timepoint_blocks(batch)
     ]
 

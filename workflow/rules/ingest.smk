@@ -5,11 +5,11 @@ rule ingest:
     input:
         movie=batch_movie,
     output:
-        zarr=directory("results/{batch}/raw.ome.zarr"),
+        zarr=directory(batch_file("raw")),
     log:
-        "results/{batch}/logs/ingest.log",
+        batch_file("log", step="ingest"),
     benchmark:
-        "results/{batch}/benchmarks/ingest.tsv"
+        batch_file("benchmark", step="ingest")
     conda:
         "../../envs/ingest.yaml"
     threads: 1
@@ -25,4 +25,4 @@ rule ingest:
         "../scripts/ingest_run.py"
 
 
-TARGETS.append("results/{batch}/raw.ome.zarr")
+TARGETS.append(batch_file("raw"))

@@ -17,19 +17,19 @@ MERGE = config["merge"]
 rule merge:
     input:
         segmentation=merge_segmentation,
-        image="results/{batch}/preprocessed.ome.zarr",
+        image=batch_file("preprocessed"),
     output:
-        cells=directory("results/{batch}/labels/cells.zarr"),
-        nuclei=directory("results/{batch}/labels/nuclei.zarr"),
-        semantic=directory("results/{batch}/labels/semantic.zarr"),
-        spots=directory("results/{batch}/labels/spots.zarr"),
-        cell_table="results/{batch}/tables/cells.parquet",
-        nucleus_table="results/{batch}/tables/nuclei.parquet",
-        spot_table="results/{batch}/tables/spots.parquet",
+        cells=directory(batch_file("labels", name="cells")),
+        nuclei=directory(batch_file("labels", name="nuclei")),
+        semantic=directory(batch_file("labels", name="semantic")),
+        spots=directory(batch_file("labels", name="spots")),
+        cell_table=batch_file("table", name="cells"),
+        nucleus_table=batch_file("table", name="nuclei"),
+        spot_table=batch_file("table", name="spots"),
     log:
-        "results/{batch}/logs/merge.log",
+        batch_file("log", step="merge"),
     benchmark:
-        "results/{batch}/benchmarks/merge.tsv"
+        batch_file("benchmark", step="merge")
     conda:
         "../../envs/merge.yaml"
     threads: 1

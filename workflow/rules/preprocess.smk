@@ -13,14 +13,14 @@ PREPROCESS = config["preprocess"]
 
 rule preprocess:
     input:
-        zarr="results/{batch}/raw.ome.zarr",
+        zarr=batch_file("raw"),
     output:
-        zarr=directory("results/{batch}/preprocessed.ome.zarr"),
-        drift_csv="results/{batch}/drift.csv",
+        zarr=directory(batch_file("preprocessed")),
+        drift_csv=batch_file("drift_csv"),
     log:
-        "results/{batch}/logs/preprocess.log",
+        batch_file("log", step="preprocess"),
     benchmark:
-        "results/{batch}/benchmarks/preprocess.tsv"
+        batch_file("benchmark", step="preprocess")
     conda:
         "../../envs/preprocess.yaml"
     threads: PREPROCESS["threads"]
@@ -40,16 +40,16 @@ rule drift_plot:
         drift_csv=rules.preprocess.output.drift_csv,
     output:
         drift_png=report(
-            "results/{batch}/drift.png",
+            batch_file("drift_png"),
             caption="../report/preprocess_drift.rst",
             category="QC",
             subcategory="{batch}",
             labels={"batch": "{batch}", "figure": "drift estimate"},
         ),
     log:
-        "results/{batch}/logs/drift_plot.log",
+        batch_file("log", step="drift_plot"),
     benchmark:
-        "results/{batch}/benchmarks/drift_plot.tsv"
+        batch_file("benchmark", step="drift_plot")
     conda:
         "../../envs/preprocess.yaml"
     threads: 1
@@ -62,5 +62,5 @@ rule drift_plot:
         "../scripts/drift_plot.py"
 
 
-TARGETS.append("results/{batch}/preprocessed.ome.zarr")
+TARGETS.append(batch_file("preprocessed"))
 TARGETS.extend(map(str, rules.drift_plot.output))

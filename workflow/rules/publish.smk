@@ -11,14 +11,14 @@ VIEW_LABELS = ["cells", "nuclei", "semantic", "spots", "cells_tracked"]
 
 rule view:
     input:
-        image="results/{batch}/preprocessed.ome.zarr",
-        labels=expand("results/{{batch}}/labels/{name}.zarr", name=VIEW_LABELS),
+        image=batch_file("preprocessed"),
+        labels=[batch_file("labels", name=n) for n in VIEW_LABELS],
     output:
-        zarr=directory("results/{batch}/{batch}.ome.zarr"),
+        zarr=directory(batch_file("view")),
     log:
-        "results/{batch}/logs/view.log",
+        batch_file("log", step="view"),
     benchmark:
-        "results/{batch}/benchmarks/view.tsv"
+        batch_file("benchmark", step="view")
     conda:
         "../../envs/ingest.yaml"
     threads: 1
@@ -34,14 +34,14 @@ rule view:
 rule provenance:
     input:
         movie=batch_movie,
-        report="results/{batch}/report/report.html",
+        report=batch_file("report_html"),
         checkpoints=[segment_checkpoint(m) for m in SEG_MODEL_NAMES],
     output:
-        json="results/{batch}/provenance.json",
+        json=batch_file("provenance"),
     log:
-        "results/{batch}/logs/provenance.log",
+        batch_file("log", step="provenance"),
     benchmark:
-        "results/{batch}/benchmarks/provenance.tsv"
+        batch_file("benchmark", step="provenance")
     conda:
         "../../envs/ingest.yaml"
     threads: 1
@@ -64,5 +64,5 @@ rule provenance:
         "../scripts/publish_provenance.py"
 
 
-TARGETS.append("results/{batch}/{batch}.ome.zarr")
-TARGETS.append("results/{batch}/provenance.json")
+TARGETS.append(batch_file("view"))
+TARGETS.append(batch_file("provenance"))

@@ -18,23 +18,23 @@ REPORT_CODE = rule_code("report_batch.py", "report_summary.py")
 rule truth_check:
     input:
         truth=batch_truth,
-        cells="results/{batch}/labels/cells.zarr",
-        nuclei="results/{batch}/labels/nuclei.zarr",
-        spots="results/{batch}/tables/spots.parquet",
-        cells_tracked="results/{batch}/labels/cells_tracked.zarr",
-        cell_tracks="results/{batch}/tables/cell_tracks.parquet",
-        spot_tracks="results/{batch}/tables/spot_tracks.parquet",
-        ctc_dir="results/{batch}/track/ctc",
-        drift="results/{batch}/drift.csv",
-        image="results/{batch}/preprocessed.ome.zarr",
+        cells=batch_file("labels", name="cells"),
+        nuclei=batch_file("labels", name="nuclei"),
+        spots=batch_file("table", name="spots"),
+        cells_tracked=batch_file("labels", name="cells_tracked"),
+        cell_tracks=batch_file("table", name="cell_tracks"),
+        spot_tracks=batch_file("table", name="spot_tracks"),
+        ctc_dir=batch_file("ctc"),
+        drift=batch_file("drift_csv"),
+        image=batch_file("preprocessed"),
     output:
-        json="results/{batch}/report/truth_check.json",
-        csv="results/{batch}/report/truth_check.csv",
-        png="results/{batch}/report/figures/rna_vs_truth.png",
+        json=batch_file("truth_json"),
+        csv=batch_file("truth_csv"),
+        png=batch_file("figure", name="rna_vs_truth"),
     log:
-        "results/{batch}/logs/truth_check.log",
+        batch_file("log", step="truth_check"),
     benchmark:
-        "results/{batch}/benchmarks/truth_check.tsv"
+        batch_file("benchmark", step="truth_check")
     conda:
         "../../envs/truth_check.yaml"
     threads: 1
@@ -60,90 +60,90 @@ rule report:
                 else {}
             )
         ),
-        cells="results/{batch}/tables/cells.parquet",
-        nuclei="results/{batch}/tables/nuclei.parquet",
-        spots="results/{batch}/tables/spots.parquet",
-        cell_tracks="results/{batch}/tables/cell_tracks.parquet",
-        spot_tracks="results/{batch}/tables/spot_tracks.parquet",
-        cell_labels="results/{batch}/labels/cells.zarr",
-        nucleus_labels="results/{batch}/labels/nuclei.zarr",
-        image="results/{batch}/preprocessed.ome.zarr",
-        drift="results/{batch}/drift.csv",
+        cells=batch_file("table", name="cells"),
+        nuclei=batch_file("table", name="nuclei"),
+        spots=batch_file("table", name="spots"),
+        cell_tracks=batch_file("table", name="cell_tracks"),
+        spot_tracks=batch_file("table", name="spot_tracks"),
+        cell_labels=batch_file("labels", name="cells"),
+        nucleus_labels=batch_file("labels", name="nuclei"),
+        image=batch_file("preprocessed"),
+        drift=batch_file("drift_csv"),
     output:
         html=report(
-            "results/{batch}/report/report.html",
+            batch_file("report_html"),
             caption="../report/report.rst",
             category="Batch reports",
             labels={"batch": "{batch}", "figure": "page"},
         ),
-        cell_stats_parquet="results/{batch}/tables/cell_stats.parquet",
-        cell_stats_csv="results/{batch}/tables/cell_stats.csv",
-        cell_track_stats_parquet="results/{batch}/tables/cell_track_stats.parquet",
-        cell_track_stats_csv="results/{batch}/tables/cell_track_stats.csv",
-        rna_track_stats_parquet="results/{batch}/tables/rna_track_stats.parquet",
-        rna_track_stats_csv="results/{batch}/tables/rna_track_stats.csv",
-        batch_summary_parquet="results/{batch}/tables/batch_summary.parquet",
-        batch_summary_csv="results/{batch}/tables/batch_summary.csv",
+        cell_stats_parquet=batch_file("table", name="cell_stats"),
+        cell_stats_csv=batch_file("table_csv", name="cell_stats"),
+        cell_track_stats_parquet=batch_file("table", name="cell_track_stats"),
+        cell_track_stats_csv=batch_file("table_csv", name="cell_track_stats"),
+        rna_track_stats_parquet=batch_file("table", name="rna_track_stats"),
+        rna_track_stats_csv=batch_file("table_csv", name="rna_track_stats"),
+        batch_summary_parquet=batch_file("table", name="batch_summary"),
+        batch_summary_csv=batch_file("table_csv", name="batch_summary"),
         qc=report(
-            "results/{batch}/report/figures/qc.png",
+            batch_file("figure", name="qc"),
             caption="../report/qc.rst",
             category="QC",
             subcategory="{batch}",
             labels={"batch": "{batch}", "figure": "qc"},
         ),
         drift=report(
-            "results/{batch}/report/figures/drift.png",
+            batch_file("figure", name="drift"),
             caption="../report/drift.rst",
             category="QC",
             subcategory="{batch}",
             labels={"batch": "{batch}", "figure": "drift"},
         ),
         lineage=report(
-            "results/{batch}/report/figures/lineage.png",
+            batch_file("figure", name="lineage"),
             caption="../report/lineage.rst",
             category="Cells",
             subcategory="{batch}",
             labels={"batch": "{batch}", "figure": "lineage"},
         ),
         trajectories=report(
-            "results/{batch}/report/figures/trajectories.png",
+            batch_file("figure", name="trajectories"),
             caption="../report/trajectories.rst",
             category="Motion",
             subcategory="{batch}",
             labels={"batch": "{batch}", "figure": "trajectories"},
         ),
         speeds=report(
-            "results/{batch}/report/figures/speeds.png",
+            batch_file("figure", name="speeds"),
             caption="../report/speeds.rst",
             category="Motion",
             subcategory="{batch}",
             labels={"batch": "{batch}", "figure": "speeds"},
         ),
         rna_counts=report(
-            "results/{batch}/report/figures/rna_counts.png",
+            batch_file("figure", name="rna_counts"),
             caption="../report/rna_counts.rst",
             category="RNA",
             subcategory="{batch}",
             labels={"batch": "{batch}", "figure": "rna_counts"},
         ),
         colocalisation=report(
-            "results/{batch}/report/figures/colocalisation.png",
+            batch_file("figure", name="colocalisation"),
             caption="../report/colocalisation.rst",
             category="RNA",
             subcategory="{batch}",
             labels={"batch": "{batch}", "figure": "colocalisation"},
         ),
         rna_motion=report(
-            "results/{batch}/report/figures/rna_motion.png",
+            batch_file("figure", name="rna_motion"),
             caption="../report/rna_motion.rst",
             category="RNA",
             subcategory="{batch}",
             labels={"batch": "{batch}", "figure": "rna_motion"},
         ),
     log:
-        "results/{batch}/logs/report.log",
+        batch_file("log", step="report"),
     benchmark:
-        "results/{batch}/benchmarks/report.tsv"
+        batch_file("benchmark", step="report")
     conda:
         "../../envs/report.yaml"
     threads: 1
@@ -162,20 +162,20 @@ rule summary:
     input:
         # batches no longer listed keep their row (e.g. a movie archived from the inbox)
         expand(
-            "results/{batch}/tables/batch_summary.parquet",
+            batch_file("table", name="batch_summary"),
             batch=sorted(BATCHES) + processed_elsewhere(),
         ),
     output:
         parquet=report(
-            "results/summary/batches.parquet",
+            summary_file("parquet"),
             category="Summary",
             caption="../report/summary.rst",
         ),
-        csv="results/summary/batches.csv",
+        csv=summary_file("csv"),
     log:
-        "results/summary/logs/summary.log",
+        summary_file("log", step="summary"),
     benchmark:
-        "results/summary/benchmarks/summary.tsv"
+        summary_file("benchmark", step="summary")
     conda:
         "../../envs/report.yaml"
     threads: 1
@@ -190,4 +190,4 @@ rule summary:
 
 # every table and figure a user reads is a target: a deleted one is regenerated
 TARGETS.extend(map(str, rules.report.output))
-TARGETS.append("results/summary/batches.parquet")
+TARGETS.append(summary_file("parquet"))

@@ -14,11 +14,11 @@
 
 rule segment_coco:
     output:
-        coco=directory(f"{SEG_MODELS_DIR}/{{model}}/coco"),
+        coco=directory(model_file("coco", SEG_MODELS_DIR)),
     log:
-        f"{SEG_MODELS_DIR}/logs/segment_coco_{{model}}.log",
+        model_file("log", SEG_MODELS_DIR, step="segment_coco_{model}"),
     benchmark:
-        f"{SEG_MODELS_DIR}/benchmarks/segment_coco_{{model}}.tsv"
+        model_file("benchmark", SEG_MODELS_DIR, step="segment_coco_{model}")
     wildcard_constraints:
         model="cells|spots",
     conda:
@@ -39,19 +39,19 @@ rule segment_coco:
 
 rule segment_train:
     input:
-        coco=f"{SEG_MODELS_DIR}/{{model}}/coco",
+        coco=model_file("coco", SEG_MODELS_DIR),
         # the model config (first) and the _base_ configs it inherits
         config=lambda w: config_files(_seg(w.model)["config"]),
         pretrained=lambda w: segment_pretrained(w.model),
     output:
-        checkpoint=f"{SEG_MODELS_DIR}/{{model}}/checkpoint.pth",
-        config=f"{SEG_MODELS_DIR}/{{model}}/config.py",
-        loss_png=f"{SEG_MODELS_DIR}/{{model}}/loss.png",
-        tensorboard=directory(f"{SEG_MODELS_DIR}/{{model}}/tensorboard"),
+        checkpoint=model_file("checkpoint", SEG_MODELS_DIR),
+        config=model_file("config", SEG_MODELS_DIR),
+        loss_png=model_file("loss_png", SEG_MODELS_DIR),
+        tensorboard=directory(model_file("tensorboard", SEG_MODELS_DIR)),
     log:
-        f"{SEG_MODELS_DIR}/logs/segment_train_{{model}}.log",
+        model_file("log", SEG_MODELS_DIR, step="segment_train_{model}"),
     benchmark:
-        f"{SEG_MODELS_DIR}/benchmarks/segment_train_{{model}}.tsv"
+        model_file("benchmark", SEG_MODELS_DIR, step="segment_train_{model}")
     wildcard_constraints:
         model="cells|spots",
     conda:
@@ -73,15 +73,15 @@ rule segment_train:
 
 rule segment_infer:
     input:
-        image="results/{batch}/preprocessed.ome.zarr",
+        image=batch_file("preprocessed"),
         checkpoint=lambda w: segment_checkpoint(w.model),
         config=lambda w: segment_infer_config(w.model),
     output:
-        zarr=directory("results/{batch}/segment/{model}/t{start}-{stop}.zarr"),
+        zarr=directory(batch_file("segment_block")),
     log:
-        "results/{batch}/logs/segment_infer_{model}_t{start}-{stop}.log",
+        batch_file("log", step="segment_infer_{model}_t{start}-{stop}"),
     benchmark:
-        "results/{batch}/benchmarks/segment_infer_{model}_t{start}-{stop}.tsv"
+        batch_file("benchmark", step="segment_infer_{model}_t{start}-{stop}")
     wildcard_constraints:
         model="cells|spots",
         start=r"\d{4}",

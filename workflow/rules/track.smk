@@ -16,22 +16,22 @@ TRACK = config["track"]
 
 rule track:
     input:
-        cells="results/{batch}/tables/cells.parquet",
-        spots="results/{batch}/tables/spots.parquet",
-        labels="results/{batch}/labels/cells.zarr",
+        cells=batch_file("table", name="cells"),
+        spots=batch_file("table", name="spots"),
+        labels=batch_file("labels", name="cells"),
         cell_config=TRACK["cell_config"],
         spot_config=TRACK["spot_config"],
     output:
-        cell_tracks="results/{batch}/tables/cell_tracks.parquet",
-        spot_tracks="results/{batch}/tables/spot_tracks.parquet",
-        tracked_labels=directory("results/{batch}/labels/cells_tracked.zarr"),
-        ctc=directory("results/{batch}/track/ctc"),
-        napari="results/{batch}/track/cells.tracks.csv",
-        napari_graph="results/{batch}/track/cells.tracks.graph.json",
+        cell_tracks=batch_file("table", name="cell_tracks"),
+        spot_tracks=batch_file("table", name="spot_tracks"),
+        tracked_labels=directory(batch_file("labels", name="cells_tracked")),
+        ctc=directory(batch_file("ctc")),
+        napari=batch_file("napari_tracks"),
+        napari_graph=batch_file("napari_graph"),
     log:
-        "results/{batch}/logs/track.log",
+        batch_file("log", step="track"),
     benchmark:
-        "results/{batch}/benchmarks/track.tsv"
+        batch_file("benchmark", step="track")
     conda:
         "../../envs/track.yaml"
     threads: 1

@@ -26,7 +26,9 @@ def main(smk):
                 log_interval=t["log_interval"], amp=t["amp"], seed=t["seed"],
                 num_workers=t["num_workers"], crop_size=t.get("crop_size") or None,
                 load_from=smk.input.pretrained[0] if smk.input.pretrained else None,
-                time_limit_s=time_limit_s if time_limit_s > 0 else None)
+                time_limit_s=time_limit_s if time_limit_s > 0 else None,
+                outputs={k: smk.output[k] for k in ("checkpoint", "config", "loss_png",
+                                                    "tensorboard")})
 
 
 run_step(snakemake, main)  # noqa: F821

@@ -14,7 +14,7 @@ def main(smk):
     track_batch(smk.input.cells, smk.input.labels,
                 {"cell_tracks": smk.output.cell_tracks, "spot_tracks": smk.output.spot_tracks,
                  "tracked_labels": smk.output.tracked_labels, "ctc": smk.output.ctc,
-                 "napari": smk.output.napari},
+                 "napari": smk.output.napari, "napari_graph": smk.output.napari_graph},
                 settings, spots_table=smk.input.spots)
 
 

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..layout import in_batch
 from ..omezarr import OmeZarrError, atomic_output, create_labels, open_array, read_meta
 from ..segment_store import read_segmentation
 from .settings import SEMANTIC_PROPERTIES, MergeSettings
@@ -179,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     out = Path(args.out)
     run_merge(args.segmentation, args.image,
-              {n: out / "labels" / f"{n}.zarr" for n in LABEL_NAMES},
-              {n: out / "tables" / f"{n}.parquet" for n in TABLE_NAMES},
+              {n: in_batch(out, "labels", name=n) for n in LABEL_NAMES},
+              {n: in_batch(out, "table", name=n) for n in TABLE_NAMES},
               MergeSettings.from_config(section, spot_channel=channel))
 

@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import Field, ValidationError
 
 from cellspot.errors import PreprocessError
+from cellspot.layout import in_batch
 from cellspot.omezarr import (
     ImageMeta,
     OmeZarrError,
@@ -324,8 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = yaml.safe_load(Path(a.config).read_text()) if a.config else {}
     out = Path(a.outdir)
     try:
-        preprocess_from_config(a.movie, out / "preprocessed.ome.zarr", config, a.threads,
-                               out / "drift.csv", out / "drift.png")
+        preprocess_from_config(a.movie, in_batch(out, "preprocessed"), config, a.threads,
+                               in_batch(out, "drift_csv"), in_batch(out, "drift_png"))
     except (PreprocessError, OmeZarrError) as exc:
         log.error("%s", exc)
         return 2

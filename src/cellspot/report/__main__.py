@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from cellspot.errors import CellspotError
+from cellspot.layout import in_summary
 from cellspot.report.build import (
     ReportConfig,
     ReportInputs,
@@ -45,9 +46,9 @@ def main(argv=None) -> int:
                         batch=args.name or args.batch_dir.resolve().name)
             print(out.html)
         else:
-            summarise_batches(args.summaries, args.outdir / "batches.parquet",
-                              args.outdir / "batches.csv")
-            print(args.outdir / "batches.parquet")
+            parquet = in_summary(args.outdir, "parquet")
+            summarise_batches(args.summaries, parquet, in_summary(args.outdir, "csv"))
+            print(parquet)
     except (CellspotError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

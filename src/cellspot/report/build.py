@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from cellspot import omezarr
+from cellspot.layout import in_batch
 from cellspot.register import read_drift_csv
 from cellspot.report import coloc as coloc_mod
 from cellspot.report import html, plots, tables, trust
@@ -146,12 +147,13 @@ class ReportInputs:
 
     @classmethod
     def from_batch_dir(cls, d: str | os.PathLike) -> "ReportInputs":
-        d = Path(d)
-        t = d / "tables"
-        return cls(t / "cells.parquet", t / "nuclei.parquet", t / "spots.parquet",
-                   t / "cell_tracks.parquet", t / "spot_tracks.parquet",
-                   d / "labels" / "cells.zarr", d / "labels" / "nuclei.zarr",
-                   d / "preprocessed.ome.zarr", d / "drift.csv")
+        def table(name):
+            return in_batch(d, "table", name=name)
+
+        return cls(table("cells"), table("nuclei"), table("spots"), table("cell_tracks"),
+                   table("spot_tracks"), in_batch(d, "labels", name="cells"),
+                   in_batch(d, "labels", name="nuclei"), in_batch(d, "preprocessed"),
+                   in_batch(d, "drift_csv"))
 
 
 @dataclass
@@ -164,8 +166,8 @@ class ReportOutputs:
 
     @classmethod
     def from_batch_dir(cls, d: str | os.PathLike) -> "ReportOutputs":
-        d = Path(d)
-        return cls(d / "report" / "report.html", d / "tables", d / "report" / "figures")
+        return cls(in_batch(d, "report_html"), in_batch(d, "table", name="_").parent,
+                   in_batch(d, "figure", name="_").parent)
 
     def table(self, name: str, ext: str) -> Path:
         return self.tables_dir / f"{name}.{ext}"

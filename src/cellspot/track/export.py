@@ -86,8 +86,10 @@ def tracks_to_napari(tracks: pd.DataFrame) -> tuple[np.ndarray, dict[int, list[i
     return data, graph, props
 
 
-def write_napari_tracks(path: str | os.PathLike, tracks: pd.DataFrame) -> tuple[Path, Path]:
-    """Write ``<path>`` (CSV ``track_id,t,z,y,x,...``) and ``<stem>.graph.json`` atomically.
+def write_napari_tracks(path: str | os.PathLike, tracks: pd.DataFrame,
+                        graph_path: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Write ``<path>`` (CSV ``track_id,t,z,y,x,...``) and the division graph ``graph_path``
+    (default ``<stem>.graph.json``) atomically.
 
     Load in napari with::
 
@@ -101,7 +103,8 @@ def write_napari_tracks(path: str | os.PathLike, tracks: pd.DataFrame) -> tuple[
     tr = tracks.sort_values(["track_id", "t"], kind="stable")
     cols = ["track_id", "t", *POSITION] + [c for c in ("label", "parent", "root", "generation",
                                                     "dummy") if c in tr]
-    graph_path = path.with_name(path.name.removesuffix(".csv") + ".graph.json")
+    graph_path = (Path(graph_path) if graph_path is not None
+                  else path.with_name(path.name.removesuffix(".csv") + ".graph.json"))
     with atomic_output(path) as tmp:
         tr[cols].to_csv(tmp, index=False)
     with atomic_output(graph_path) as tmp:

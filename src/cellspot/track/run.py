@@ -52,8 +52,8 @@ def track_batch(cells_table: str | os.PathLike, cell_labels: str | os.PathLike,
         ``labels/cells.zarr`` (TZYX NGFF label image) the cell table's labels refer to.
     outputs : dict
         Paths for ``cell_tracks`` (Parquet), ``spot_tracks`` (Parquet), ``tracked_labels``
-        (NGFF labels), ``ctc`` (folder), ``napari`` (CSV; its ``.graph.json`` is written
-        next to it).
+        (NGFF labels), ``ctc`` (folder), ``napari`` (CSV) and ``napari_graph`` (JSON; by
+        default next to the CSV).
 
     Returns
     -------
@@ -109,7 +109,7 @@ def track_batch(cells_table: str | os.PathLike, cell_labels: str | os.PathLike,
             relabel_by_track(labels, cell_tracks, out=arr)
     lbep = write_ctc(outputs["ctc"], labels, cell_tracks) if "ctc" in outputs else None
     if "napari" in outputs:
-        write_napari_tracks(outputs["napari"], cell_tracks)
+        write_napari_tracks(outputs["napari"], cell_tracks, outputs.get("napari_graph"))
     summary = {
         "timepoints": n_t,
         "cells": len(cells),
