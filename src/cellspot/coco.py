@@ -31,10 +31,12 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
+from pydantic import ValidationError
 
 from cellspot.omezarr import atomic_output
 
 from .errors import CocoError
+from .segment_settings import TrainingData
 
 log = logging.getLogger(__name__)
 # pycocotools 2.0.11 with numpy 2 warns on every mask decode (harmless; floods rule logs).
@@ -524,71 +526,72 @@ def build_training_coco(model: str, settings: Mapping, out_dir: str | os.PathLik
 
     Common keys: ``val_fraction``, ``seed``, ``z_step``, ``keep_empty``, ``spot_radius``.
     """
-    source = settings.get("source", "simulation")
-    common = dict(val_fraction=float(settings.get("val_fraction", 0.2)),
-                  seed=int(settings.get("seed", 0)))
-    vol_kw = dict(z_step=int(settings.get("z_step", 1)),
-                  keep_empty=float(settings.get("keep_empty", 0.1)), **common)
-    radius = float(settings.get("spot_radius", 2.0))
+    try:
+        s = TrainingData.model_validate(dict(settings))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise CocoError(f"training_data.{'.'.join(map(str, err['loc']))}: {err['msg']}"
+                        if err["loc"] else f"training_data: {err['msg']}") from None
+    source = s.source
+    common = dict(val_fraction=s.val_fraction, seed=s.seed)
+    vol_kw = dict(z_step=s.z_step, keep_empty=s.keep_empty, **common)
+    radius = s.spot_radius
     if model == "spots" and source in ("psf_synthetic", "pseudo_labels"):
         from cellspot import spots_classic
 
-        slices = _image_slices(settings.get("images") or [], settings.get("channel"),
-                               int(settings.get("max_slices", 64)))
-        sigma = settings.get("sigma")
+        slices = _image_slices(s.images, s.channel, s.max_slices)
+        sigma = s.sigma
 
         def gen():
             if source == "pseudo_labels":
-                s = sigma or spots_classic.estimate_psf_sigma(slices)[0]
+                psf = sigma or spots_classic.estimate_psf_sigma(slices)[0]
                 for k, img in enumerate(slices):
-                    det = spots_classic.detect_spots_log(img, s)
+                    det = spots_classic.detect_spots_log(img, psf)
                     lab = spot_masks(det[["y", "x"]].to_numpy(), img.shape, radius)
                     yield Slice(normalize_volume(img)[..., None], {"spot": lab},
                                 f"img{k:04d}", f"img{k:04d}")
             else:
-                for k, (img, pos, s) in enumerate(spots_classic.synthetic_spot_slices(
-                        slices, sigma=sigma, n_copies=int(settings.get("n_copies", 4)),
-                        seed=common["seed"])):
-                    lab = spot_masks(pos, img.shape, max(radius, 1.5 * s))
+                for k, (img, pos, psf) in enumerate(spots_classic.synthetic_spot_slices(
+                        slices, sigma=sigma, n_copies=s.n_copies, seed=common["seed"])):
+                    lab = spot_masks(pos, img.shape, max(radius, 1.5 * psf))
                     # group = source image, so that renderings of one image share a split
                     yield Slice(normalize_volume(img)[..., None], {"spot": lab},
-                                f"src{k // int(settings.get('n_copies', 4)):04d}",
+                                f"src{k // s.n_copies:04d}",
                                 f"syn{k:05d}")
 
         return write_coco(gen(), ["spot"], out_dir, **common)
     if source == "simulation":
         from cellspot.simulate import SimulationConfig, simulate_movie
 
-        movie = simulate_movie(SimulationConfig(**dict(settings.get("simulation") or {})),
-                               seed=int(settings.get("seed", 0)))
+        movie = simulate_movie(SimulationConfig(**s.simulation), seed=s.seed)
         log.info("simulated a training movie %s", movie.image.shape)
         return coco_from_simulation(movie, model, out_dir, list(roles or channels),
                                     spot_radius=radius, preprocess=preprocess, **vol_kw)
     if source == "coco":
-        return import_coco(settings["coco"], out_dir, **common)
+        return import_coco(s.coco, out_dir, **common)
     if source == "labels":
-        ipath = Path(settings["image"])
+        ipath = Path(s.image)
         image = _as_tczyx(read_volume(ipath), str(ipath))
         if (ipath / ".zattrs").is_file() and image.ndim == 5:  # OME-Zarr: channels by name
             from cellspot.omezarr import read_meta
 
             idx = [read_meta(ipath).channel_index(c) for c in channels]
         else:  # a TIFF: the given indices, or the first channels in order
-            idx = list(settings.get("channel_indices") or range(len(channels)))
+            idx = list(s.channel_indices or range(len(channels)))
         if max(idx) >= image.shape[1]:
             raise CocoError(f"{ipath}: {image.shape[1]} channels, the model takes "
                             f"{len(channels)} (channel_indices {idx})")
         image = image[:, idx]
         labels = {}
-        for cat, p in (settings.get("labels") or {}).items():
+        for cat, p in (s.labels or {}).items():
             labels[cat] = _as_tzyx(read_volume(p), p)
-        if model == "spots" and settings.get("spots_csv"):
+        if model == "spots" and s.spots_csv:
             import pandas as pd
 
-            tab = pd.read_csv(settings["spots_csv"])
+            tab = pd.read_csv(s.spots_csv)
             missing = {"z", "y", "x"} - set(tab.columns)
             if missing:
-                raise CocoError(f"{settings['spots_csv']}: columns {sorted(missing)} missing")
+                raise CocoError(f"{s.spots_csv}: columns {sorted(missing)} missing")
             if "t" not in tab:
                 tab["t"] = 0
             labels["spot"] = np.stack([

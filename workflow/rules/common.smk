@@ -27,7 +27,7 @@ from cellspot.starter import is_builtin, resolve_checkpoint, starter_files  # no
 from cellspot.tiffio import count_timepoints  # noqa: E402
 
 validate_config(
-    config, str(Path(workflow.basedir) / "config/schema/config.schema.yaml")
+    config, str(Path(workflow.basedir) / "config/schema/config.schema.json")
 )
 
 # A bad row, a missing movie or a batch name given twice skips that batch, not the run.
@@ -142,7 +142,7 @@ def segment_channels(model):
 def segment_preprocess(model):
     """Preprocess settings of each model input, by role: simulated training images are
     normalised and filtered as the movie is before inference."""
-    chans = (config.get("preprocess") or {}).get("channels") or {}
+    chans = config["preprocess"]["channels"]
     return {
         role: chans.get(role) or chans.get(str(name)) or {}
         for role, name in zip(_seg(model)["channels"], segment_channels(model))

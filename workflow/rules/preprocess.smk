@@ -29,7 +29,7 @@ rule preprocess:
         runtime=PREPROCESS["runtime"],
     params:
         settings=without_resources(PREPROCESS),
-        channels=config.get("channels", {}),
+        channels=config["channels"],
         code=rule_code("preprocess_run.py"),
     script:
         "../scripts/preprocess_run.py"

@@ -11,7 +11,7 @@
 #
 # Needs from common.smk: BATCHES, TARGETS, code_fingerprint, batch_truth.
 
-REPORT = config.get("report") or {}  # unset keys take the ReportConfig defaults
+REPORT = config["report"]
 REPORT_CODE = rule_code("report_batch.py", "report_summary.py")
 
 
@@ -39,8 +39,8 @@ rule truth_check:
         "../../envs/truth_check.yaml"
     threads: 1
     resources:
-        mem_mb=scaled_mem(REPORT.get("mem_mb", 4000)),
-        runtime=REPORT.get("runtime", 60),
+        mem_mb=scaled_mem(REPORT["mem_mb"]),
+        runtime=REPORT["runtime"],
     params:
         code=rule_code("truth_check.py"),
     script:
@@ -148,11 +148,11 @@ rule report:
         "../../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled_mem(REPORT.get("mem_mb", 4000)),
-        runtime=REPORT.get("runtime", 60),
+        mem_mb=scaled_mem(REPORT["mem_mb"]),
+        runtime=REPORT["runtime"],
     params:
         settings=without_resources(REPORT),
-        channels=config.get("channels", {}),
+        channels=config["channels"],
         code=REPORT_CODE,
     script:
         "../scripts/report_batch.py"

@@ -24,7 +24,7 @@ def main(smk):
     seg = Segmenter(smk.input.config[0] if smk.input.config else None, smk.input.checkpoint,
                     batch_size=p["batch_size"], tile_size=p["tile_size"],
                     tile_overlap=p["tile_overlap"], score_threshold=p["score_threshold"],
-                    tta=p.get("tta", False), model=smk.params.model)
+                    tta=p["tta"], model=smk.params.model)
     segment_block(smk.input.image, smk.output.zarr, seg, smk.params.model,
                   list(smk.params.channels), int(smk.wildcards.start), int(smk.wildcards.stop),
                   z_batch=p["z_batch"])

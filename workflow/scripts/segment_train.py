@@ -24,7 +24,7 @@ def main(smk):
                 max_iters=t["max_iters"], batch_size=t["batch_size"], lr=t["lr"],
                 checkpoint_interval=t["checkpoint_interval"], val_interval=t["val_interval"],
                 log_interval=t["log_interval"], amp=t["amp"], seed=t["seed"],
-                num_workers=t["num_workers"], crop_size=t.get("crop_size") or None,
+                num_workers=t["num_workers"], crop_size=t["crop_size"] or None,
                 load_from=smk.input.pretrained[0] if smk.input.pretrained else None,
                 time_limit_s=time_limit_s if time_limit_s > 0 else None,
                 outputs={k: smk.output[k] for k in ("checkpoint", "config", "loss_png",

@@ -11,17 +11,17 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from cellspot import omezarr
 from cellspot.layout import in_batch
 from cellspot.register import read_drift_csv
 from cellspot.report import coloc as coloc_mod
 from cellspot.report import html, plots, tables, trust
+from cellspot.report.settings import ReportConfig
 
 log = logging.getLogger(__name__)
 
@@ -95,33 +95,6 @@ def readable_summary(row: Mapping) -> dict:
             out[label if label not in out else f"{label} ({key})"] = (
                 v * factor if factor != 1 and v is not None else v)
     return out
-
-
-class ReportConfig(BaseModel):
-    """Settings of the report stage (config key ``report:``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    qc_timepoints: list[int] | None = Field(
-        None, description="timepoints of the QC images (negative counts from the end); "
-        "default: n_qc_timepoints evenly spaced")
-    n_qc_timepoints: int = Field(3, ge=1, le=12)
-    coloc_timepoints: int = Field(10, ge=1, description="most timepoints used by the "
-                                  "colocalisation permutation test (evenly spaced)")
-    n_permutations: int = Field(1000, ge=10)
-    seed: int = 0
-    msd_max_lag: int = Field(10, ge=1, description="largest MSD lag, in timepoints")
-    diffusion_fit_lags: int = Field(4, ge=1, description="MSD lags fitted for D")
-    min_rna_track_length: int = Field(3, ge=2)
-    border_cells: Literal["exclude", "include"] = Field(
-        "exclude", description="cells cut by the xy image border in per-cell means and "
-        "medians (they are always counted and listed, flagged at_border)")
-    max_rna_tracks_plotted: int = Field(200, ge=0)
-    max_qc_size: int = Field(1024, ge=64, description="QC images are downsampled to at most "
-                             "this many pixels per side")
-    dpi: int = Field(100, ge=30, le=600)
-    mem_mb: int = Field(4000, ge=100, description="memory requested for a report job")
-    runtime: int = Field(60, ge=1, description="minutes requested for a report job")
 
 
 # key of the headline figures in a truth check's JSON (cellspot_bench.truth_check writes them)
