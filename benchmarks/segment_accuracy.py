@@ -15,9 +15,6 @@ Parts (each trains its own model on the CPU, or GPU if present, within a time bu
    from the instances; then nucleus AP@0.5 (TP/(TP+FP+FN), per slice) on the real 3D nuclei
    (../shared/data/nuclei3d_qcanet), with the nucleus stain in the nucleus channel and the other
    channels empty. Baseline for nuclei: Otsu threshold + connected components per slice.
-4. ``cells_semantic``: as ``cells`` with config/maskrcnn_cells_semantic.py (a Panoptic FPN
-   semantic head on the same network): the semantic map of the head and the one derived from
-   the same network's instances, side by side.
 
 Usage::
 
@@ -265,29 +262,26 @@ def _semantic_scores(conf):
     return iou, float(np.trace(conf) / conf.sum())
 
 
-def part_cells(work, minutes, sim_kw, threads, semantic_head=False, narrow=True):
-    """``semantic_head``: train config/maskrcnn_cells_semantic.py and score both semantic maps
-    of that one network, the head's and the one derived from its instances."""
-    from cellspot.segment_infer import Segmenter, semantic_from_instances
+def part_cells(work, minutes, sim_kw, threads, narrow=True):
+    """Cells model: COCO segm mAP and the semantic map derived from its instances."""
+    from cellspot.merge import semantic_map
+    from cellspot.segment_infer import Segmenter
     from cellspot.segment_models import default_config_path
     from cellspot.simulate import SimulationConfig, simulate_movie
 
-    work = work / ("cells_semantic" if semantic_head else "cells")
+    work = work / "cells"
     cfg = SimulationConfig(**sim_kw)
     channels = ["nucleus", "cytoplasm", "rna"]
     coco.coco_from_simulation(simulate_movie(cfg, seed=21), "cells", work / "coco", channels,
                               val_fraction=0.0, keep_empty=0.1)
-    config_path = (default_config_path("cells").with_name("maskrcnn_cells_semantic.py")
-                   if semantic_head else None)
     paths = train_budgeted("cells", work / "coco", work, minutes, narrow=narrow, threads=threads,
-                           batch_size=2, lr=2e-4, config_path=config_path)
+                           batch_size=2, lr=2e-4, config_path=default_config_path("cells"))
     seg = Segmenter(paths["config"], paths["checkpoint"], score_threshold=0.05, batch_size=4)
     movie = simulate_movie(cfg, seed=23)
     x = movie_slices(movie, channels)
     shifts = movie.drift.set_index("t")[["dz", "dy", "dx"]]
     truth_sl, pred_sl = [], []
     conf = np.zeros((3, 3), np.int64)
-    conf_head = np.zeros((3, 3), np.int64)
     for t in range(x.shape[0]):
         sh = shifts.loc[t].to_numpy(float)
         nuc = coco._shift_labels(np.asarray(movie.nuclei[t]), sh)
@@ -301,14 +295,11 @@ def part_cells(work, minutes, sim_kw, threads, semantic_head=False, narrow=True)
             pr = {"nucleus": stacks["nucleus"][z], "cell": stacks["cell"][z]}
             tab = tables[z][tables[z]["score"] >= 0.5]
             pred_sl.append((pr, tables[z]))
-            st = semantic_from_instances(tr["nucleus"], tr["cell"])
+            st = semantic_map(tr["cell"], tr["nucleus"])
             keep = {c: np.isin(pr[c], tab[tab["class"] == c]["instance"]) * pr[c]
                     for c in pr}
-            sp = semantic_from_instances(keep["nucleus"], keep["cell"])
+            sp = semantic_map(keep["cell"], keep["nucleus"])
             conf += np.bincount(st.ravel() * 3 + sp.ravel(), minlength=9).reshape(3, 3)
-            if "semantic" in stacks:
-                conf_head += np.bincount(st.ravel() * 3 + stacks["semantic"][z].ravel(),
-                                         minlength=9).reshape(3, 3)
     segm_map, per_class = _coco_segm_map(truth_sl, pred_sl)
     iou, acc = _semantic_scores(conf)
     log(f"cells: held-out (seed 23) COCO segm mAP {segm_map:.3f} "
@@ -317,11 +308,6 @@ def part_cells(work, minutes, sim_kw, threads, semantic_head=False, narrow=True)
         ", ".join(f"{k} {v:.3f}" for k, v in iou.items()) + f"; global accuracy {acc:.3f}")
     res = {"segm_mAP": segm_map, "segm_mAP_per_class": per_class,
            "semantic_iou": iou, "semantic_accuracy": acc}
-    if conf_head.any():
-        iou, acc = _semantic_scores(conf_head)
-        log("cells: semantic map of the semantic head: IoU " +
-            ", ".join(f"{k} {v:.3f}" for k, v in iou.items()) + f"; global accuracy {acc:.3f}")
-        res.update(semantic_head_iou=iou, semantic_head_accuracy=acc)
     res["nuclei3d"] = part_nuclei3d(seg)
     return res
 
@@ -424,9 +410,6 @@ def main(argv=None):
                                             args.spots_model, narrow, args.seed),
               "cells": lambda: part_cells(work, minutes["cells"], sim_kw, args.threads,
                                           narrow=narrow),
-              "cells_semantic": lambda: part_cells(work, minutes["cells_semantic"], sim_kw,
-                                                   args.threads, semantic_head=True,
-                                                   narrow=narrow),
               "nuclei3d": lambda: part_nuclei3d(_trained(args.cells_model))}[part]
         results[part] = fn()
         if args.out:

@@ -7,9 +7,8 @@
 #
 # Input: 3 channels (nucleus, cytoplasm, rna stains), float32 normalised so that the
 # 1st/99.8th percentiles of the movie map to 0/1 -> mean 0, std 1 below (no ImageNet stats).
-# The semantic map background/cytoplasm/nucleus is derived from the instance masks at
-# inference (cell minus nucleus = cytoplasm); maskrcnn_cells_semantic.py adds a semantic head
-# instead (docs/segment.md compares the two).
+# The semantic map background/cytoplasm/nucleus is built by merge from the 3D cells and nuclei
+# (cell minus nucleus = cytoplasm; docs/segment.md).
 
 _base_ = ['_base_/maskrcnn_runtime.py']
 
@@ -100,9 +99,6 @@ train_pipeline = [
     dict(type='RandomIntensity', gain=(0.7, 1.4), offset=(-0.1, 0.1), gamma=(0.8, 1.25),
          prob=0.8),
     dict(type='RandomGaussianNoise', sigma=(0.0, 0.05), prob=0.5),
-    # background 0 / cytoplasm 1 / nucleus 2 from the (augmented) instance masks: the training
-    # target of the semantic head of maskrcnn_cells_semantic.py; plain Mask R-CNN ignores it.
-    dict(type='SemanticFromInstances', classes=classes, values=dict(cell=1, nucleus=2)),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [

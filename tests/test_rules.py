@@ -119,13 +119,15 @@ def test_model_configs_and_their_bases_are_training_inputs(tmp_path):
     from cellspot.provenance import config_files
 
     cfg = REPO / "config"
-    assert config_files(cfg / "maskrcnn_cells_semantic.py") == [
-        cfg / "maskrcnn_cells_semantic.py", cfg / "maskrcnn_cells.py",
-        cfg / "_base_" / "maskrcnn_runtime.py"]
+    assert config_files(cfg / "maskrcnn_cells.py") == [
+        cfg / "maskrcnn_cells.py", cfg / "_base_" / "maskrcnn_runtime.py"]
     assert config_files(cfg / "maskrcnn_spots.py")[1:] == [cfg / "_base_" / "maskrcnn_runtime.py"]
     (tmp_path / "a.py").write_text("_base_ = 'b.py'\nx = 1\n")
     (tmp_path / "b.py").write_text("_base_ = ['a.py']\n")  # a cycle ends, a missing file stays
     (tmp_path / "c.py").write_text("_base_ = ['nothere.py']\n")
+    (tmp_path / "d.py").write_text("_base_ = 'c.py'\n")  # bases of bases, in order
     assert config_files(tmp_path / "a.py") == [tmp_path / "a.py", tmp_path / "b.py"]
     assert config_files(tmp_path / "c.py") == [tmp_path / "c.py", tmp_path / "nothere.py"]
+    assert config_files(tmp_path / "d.py") == [tmp_path / "d.py", tmp_path / "c.py",
+                                               tmp_path / "nothere.py"]
     assert "config_files(" in (REPO / "workflow" / "rules" / "segment.smk").read_text()

@@ -398,16 +398,12 @@ def test_segment_block_store_cells(cell_model, tmp_path):
     store = segment_block(movie, tmp_path / "t0001-0003.zarr", seg, "cells",
                           ["nucleus", "cytoplasm", "rna"], 1, 3)
     s = read_segmentation(store)
-    assert set(s.arrays) == {"nucleus", "cell", "semantic"}
+    assert set(s.arrays) == {"nucleus", "cell"}
     assert s.arrays["nucleus"].shape == (2, 2, 64, 64) and s.arrays["cell"].dtype == np.int32
-    assert s.arrays["semantic"].dtype == np.uint8
     assert (s.t_start, s.t_stop) == (1, 3)
     assert list(s.table.columns) == ["t", "z", "class", "instance", "score", "y0", "x0", "y1",
                                      "x1", "area", "y", "x"]
     assert set(s.table["t"]) <= {1, 2}
-    assert s.attrs["semantic_source"] == "instances"
-    sem, nuc, cell = (np.asarray(s.arrays[k]) for k in ("semantic", "nucleus", "cell"))
-    assert ((sem == 2) == (nuc > 0)).all() and ((sem == 1) == ((cell > 0) & (nuc == 0))).all()
     for row in s.table.itertuples():  # table rows agree with the label arrays
         lab = np.asarray(s.arrays[row[3]][row.t - 1, row.z])
         assert (lab == row.instance).sum() == row.area
@@ -415,32 +411,6 @@ def test_segment_block_store_cells(cell_model, tmp_path):
         segment_block(movie, tmp_path / "x.zarr", seg, "cells", ["dapi", "cytoplasm", "rna"],
                       0, 1)
     assert not (tmp_path / "x.zarr").exists()
-
-
-@pytest.mark.slow
-def test_semantic_head_variant_trains_and_writes_its_map(tmp_path):
-    """config/maskrcnn_cells_semantic.py: Mask R-CNN plus the Panoptic FPN semantic head."""
-    _tiny_cell_coco(tmp_path / "coco")
-    out = train_model("cells", tmp_path / "coco", tmp_path / "model",
-                      config_path=default_config_path("cells").with_name(
-                          "maskrcnn_cells_semantic.py"),
-                      **{**TINY, "overrides": narrow_overrides(16, 32)})
-    rows = _train_scalars(tmp_path / "model" / "work")
-    assert rows and all(np.isfinite(r["loss_seg"]) for r in rows)
-    seg = Segmenter(out["config"], out["checkpoint"], device="cpu", score_threshold=0.0,
-                    max_detections=20, tile_size=64, tile_overlap=16)
-    imgs = np.random.default_rng(0).normal(0, 0.1, (2, 80, 100, 3)).astype(np.float32)
-    stacks, _ = seg.segment_slices(imgs)  # 2 x 2 tiles: the map is stitched from tile cores
-    assert stacks["semantic"].shape == (2, 80, 100) and stacks["semantic"].dtype == np.uint8
-    assert set(np.unique(stacks["semantic"])) <= {0, 1, 2}
-    meta = ImageMeta(("nucleus", "cytoplasm", "rna"), name="b")
-    vol = np.random.default_rng(1).normal(0, 0.1, (1, 3, 2, 64, 64)).astype(np.float32)
-    create_image(tmp_path / "pre.ome.zarr", vol.shape, "float32", meta)[...] = vol
-    s = read_segmentation(segment_block(tmp_path / "pre.ome.zarr", tmp_path / "s.zarr", seg,
-                                        "cells", ["nucleus", "cytoplasm", "rna"], 0, 1))
-    assert s.attrs["semantic_source"] == "head"
-    head = seg.segment_slices(vol[0].transpose(1, 2, 3, 0))[0]["semantic"]  # (Z, Y, X, C) in
-    assert np.array_equal(np.asarray(s.arrays["semantic"][0]), head)
 
 
 @pytest.mark.slow

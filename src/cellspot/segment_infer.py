@@ -142,14 +142,6 @@ def instance_table(labels: np.ndarray, image: np.ndarray, scores: np.ndarray) ->
     })
 
 
-def semantic_from_instances(nucleus: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """Semantic map 0 background / 1 cytoplasm / 2 nucleus from instance label images."""
-    sem = np.zeros(np.shape(nucleus), np.uint8)
-    sem[np.asarray(cell) > 0] = 1
-    sem[np.asarray(nucleus) > 0] = 2
-    return sem
-
-
 def dihedral(a: np.ndarray, k: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
     """The ``k``-th (0-7) of the 8 rotations/reflections of ``a`` in the plane ``axes``:
     a transpose for ``k >= 4``, then ``k % 4`` quarter turns. ``k = 0`` is the identity."""
@@ -262,7 +254,7 @@ class Segmenter:
     tta : bool
         Test-time augmentation: predict all 8 rotations/reflections of every slice and fuse
         the instances (:func:`fuse_instances`; ``score_threshold`` then applies to the fused
-        score) and, from a semantic head, take the majority class. 8x the inference time.
+        score). 8x the inference time.
     """
 
     def __init__(self, config, checkpoint, device: str | None = None, batch_size: int = 4,
@@ -307,19 +299,16 @@ class Segmenter:
             for r in res:
                 p = r.pred_instances
                 keep = p.scores >= self._pass_threshold
-                sem = r.get("pred_sem_seg")  # models with a semantic head
                 out.append((p.labels[keep].cpu().numpy(), p.scores[keep].cpu().numpy(),
-                            p.bboxes[keep].cpu().numpy(), p.masks[keep].cpu().numpy(),
-                            None if sem is None else sem.sem_seg[0].cpu().numpy()))
+                            p.bboxes[keep].cpu().numpy(), p.masks[keep].cpu().numpy()))
         return out
 
     def predict_instances(self, images: np.ndarray) -> list[list[Instance]]:
         """Instances of each ``(H, W, C)`` slice of ``images`` (N, H, W, C), tiling big ones."""
-        return self._predict(images)[0]
+        return self._predict(images)
 
-    def _predict(self, images: np.ndarray) -> tuple[list[list[Instance]], np.ndarray | None]:
-        """Instances per slice and, from a model with a semantic head, the (N, H, W) uint8
-        semantic maps, else ``None`` (with test-time augmentation when ``tta``)."""
+    def _predict(self, images: np.ndarray) -> list[list[Instance]]:
+        """Instances per slice (with test-time augmentation when ``tta``)."""
         if not self.tta:
             return self._predict_once(images)
         images = np.asarray(images, np.float32)
@@ -327,27 +316,17 @@ class Segmenter:
         n, h, w = images.shape[:3]
         yy, xx = np.mgrid[:h, :w]
         runs: list[list[list[Instance]]] = [[] for _ in range(n)]
-        votes = None
         for k in range(8):
-            insts, sem = self._predict_once(np.ascontiguousarray(dihedral(images, k, (1, 2))))
+            insts = self._predict_once(np.ascontiguousarray(dihedral(images, k, (1, 2))))
             ys, xs = dihedral(yy, k), dihedral(xx, k)
             for s in range(n):
                 runs[s].append([_unmap_instance(i, ys, xs) for i in insts[s]])
-            if sem is not None:
-                if votes is None:
-                    votes = np.zeros((3, n, h, w), np.uint8)
-                back = np.zeros((n, h, w), np.uint8)
-                back[:, ys, xs] = sem  # pixel (ys, xs) of the slice was pixel (i, j) here
-                for c in range(3):
-                    votes[c] += back == c
-        fused = [[f for f in fuse_instances(r) if f.score >= self.score_threshold]
-                 for r in runs]
-        return fused, None if votes is None else votes.argmax(0).astype(np.uint8)
+        return [[f for f in fuse_instances(r) if f.score >= self.score_threshold]
+                for r in runs]
 
-    def _predict_once(self, images: np.ndarray
-                      ) -> tuple[list[list[Instance]], np.ndarray | None]:
-        """One prediction of every slice; the semantic map's pixels come from the tile whose
-        core holds them."""
+    def _predict_once(self, images: np.ndarray) -> list[list[Instance]]:
+        """One prediction of every slice; an instance of a tiled slice comes from the tile
+        whose core holds its centre."""
         images = np.asarray(images, np.float32)
         if images.ndim == 3:
             images = images[..., None]
@@ -366,14 +345,9 @@ class Segmenter:
                     tiles.append(images[s, y0:y0 + t, x0:x0 + t])
                     where.append((s, y0, x0, ycore[iy], xcore[ix]))
         results: list[list[Instance]] = [[] for _ in range(n)]
-        semantic = None
         single = len(ys) == len(xs) == 1
-        for (s, ty, tx, (cy0, cy1), (cx0, cx1)), (labels, scores, boxes, masks, sem) in zip(
+        for (s, ty, tx, (cy0, cy1), (cx0, cx1)), (labels, scores, boxes, masks) in zip(
                 where, self._forward(tiles)):
-            if sem is not None:
-                if semantic is None:
-                    semantic = np.zeros((n, h, w), np.uint8)
-                semantic[s, cy0:cy1, cx0:cx1] = sem[cy0 - ty:cy1 - ty, cx0 - tx:cx1 - tx]
             for lab, sc, box, m in zip(labels, scores, boxes, masks):
                 by0, bx0 = int(np.floor(max(box[1], 0))), int(np.floor(max(box[0], 0)))
                 by1 = int(np.ceil(min(box[3], m.shape[0])))
@@ -390,7 +364,7 @@ class Segmenter:
                         continue
                 results[s].append(Instance(int(lab), float(sc), ty + by0, tx + bx0,
                                            np.ascontiguousarray(m[by0:by1, bx0:bx1])))
-        return results, semantic
+        return results
 
     def segment_slices(self, images: np.ndarray
                        ) -> tuple[dict[str, np.ndarray], list[pd.DataFrame]]:
@@ -398,8 +372,7 @@ class Segmenter:
 
         Returns
         -------
-        labels : dict class name -> (N, H, W) int32, plus ``"semantic"`` -> (N, H, W) uint8
-            from a model with a semantic head
+        labels : dict class name -> (N, H, W) int32
         tables : list of DataFrames (columns ``class`` plus those of :func:`instance_table`)
         """
         images = np.asarray(images, np.float32)
@@ -408,9 +381,7 @@ class Segmenter:
         n, h, w = images.shape[:3]
         stacks = {c: np.zeros((n, h, w), np.int32) for c in self.classes}
         tables = []
-        instances, semantic = self._predict(images)
-        if semantic is not None:
-            stacks["semantic"] = semantic
+        instances = self._predict(images)
         for s, insts in enumerate(instances):
             weight = (images[s].mean(-1) if self.weight_channel is None
                       else images[s][..., self.weight_channel])
@@ -528,11 +499,7 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
         names = [ARRAY_NAMES.get(c, c) for c in segmenter.classes]
         outs = {c: _create(group, ARRAY_NAMES.get(c, c), (nt, Z, Y, X), "int32")
                 for c in segmenter.classes}
-        sem = None
-        if model == "cells":
-            sem = _create(group, "semantic", (nt, Z, Y, X), "uint8")
-            names.append("semantic")
-        tables, semantic_source = [], None
+        tables = []
         for t in range(t_start, t_stop):
             for z0 in range(0, Z, z_batch):
                 z1 = min(Z, z0 + z_batch)
@@ -540,11 +507,6 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
                 stacks, tabs = segmenter.segment_slices(vol.astype(np.float32))
                 for c in segmenter.classes:
                     outs[c][t - t_start, z0:z1] = stacks[c]
-                if sem is not None:  # the model's semantic head, or derived from instances
-                    semantic_source = "head" if "semantic" in stacks else "instances"
-                    sem[t - t_start, z0:z1] = (
-                        stacks["semantic"] if "semantic" in stacks else
-                        semantic_from_instances(stacks["nucleus"], stacks["cell"]))
                 for k, tab in enumerate(tabs):
                     tab.insert(0, "z", z0 + k)
                     tab.insert(0, "t", t)
@@ -563,6 +525,5 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
                             "channels": [str(c) for c in channels],
                             "checkpoint": segmenter.checkpoint,
                             "score_threshold": segmenter.score_threshold,
-                            "tta": segmenter.tta,
-                            "semantic_source": semantic_source})
+                            "tta": segmenter.tta})
     return out_path

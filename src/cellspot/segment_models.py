@@ -13,11 +13,10 @@ registry (the configs import this module through ``custom_imports``):
   array already in ``results["img"]`` (inference on in-memory slices);
 - ``RandomTranspose``: with MMDetection's flips, all 8 rotations/reflections of the square;
 - ``RandomIntensity`` (gain, offset, gamma per channel) and ``RandomGaussianNoise``;
-- ``SemanticFromInstances``: the semantic training map (background / cytoplasm / nucleus)
-  painted from the instance masks after augmentation;
-
-and, in ``MODELS``, ``MaskRCNNSemantic``: Mask R-CNN with a semantic head on the same FPN (the
-Panoptic FPN head), which predicts ``pred_sem_seg`` beside the instances.
+- ``SemanticFromInstances``: a semantic map (background / cytoplasm / nucleus) painted from the
+  instance masks after augmentation. Mask R-CNN does not read it: it stays registered because
+  the shipped starter cells config names it in its pipelines (drop it there when the starter
+  models are next rebuilt).
 
 Importing this module imports mmdet, which needs a compiled mmcv (``mmcv.ops``).
 """
@@ -60,8 +59,6 @@ warnings.filterwarnings("ignore", message="__array__ implementation doesn't acce
                         category=DeprecationWarning)
 
 from mmcv.transforms import BaseTransform  # noqa: E402
-from mmdet.models.detectors import BaseDetector, TwoStagePanopticSegmentor  # noqa: E402
-from mmdet.registry import MODELS as MMDET_MODELS  # noqa: E402
 from mmdet.registry import TRANSFORMS  # noqa: E402
 from mmdet.structures.mask import BitmapMasks  # noqa: E402
 from mmengine.config import Config  # noqa: E402
@@ -155,8 +152,6 @@ def load_model_config(path: str | os.PathLike, overrides: Mapping | None = None,
         scale = bb.get("base_channels", 64) / 64  # a narrower ResNet has narrower stages
         cfg.model.neck.in_channels = [int(c * scale)
                                       for c in _RESNET_CHANNELS[bb.depth][:n_stages]]
-    if cfg.model.get("semantic_head") and cfg.model.get("neck"):
-        cfg.model.semantic_head.in_channels = cfg.model.neck.out_channels
     return cfg
 
 
@@ -412,30 +407,6 @@ class SemanticFromInstances(BaseTransform):
                     sem[m[sel].any(0)] = value
         results["gt_seg_map"] = sem
         return results
-
-
-@MMDET_MODELS.register_module()
-class MaskRCNNSemantic(TwoStagePanopticSegmentor):
-    """Mask R-CNN plus a semantic segmentation head on the same FPN features.
-
-    MMDetection's Panoptic FPN without the panoptic fusion: training adds the semantic head's
-    loss (on ``gt_sem_seg``, see :class:`SemanticFromInstances`) to Mask R-CNN's; prediction
-    returns the instances (``pred_instances``) and the per-pixel class (``pred_sem_seg``).
-    """
-
-    def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
-        from mmengine.structures import PixelData
-
-        x = self.extract_feat(batch_inputs)
-        proposals = self.rpn_head.predict(x, batch_data_samples, rescale=False)
-        results = self.roi_head.predict(x, proposals, batch_data_samples, rescale=rescale)
-        metas = [s.metainfo for s in batch_data_samples]
-        logits = self.semantic_head.predict(x, metas, rescale)
-        # the detector's (instances), not the panoptic segmentor's (panoptic maps)
-        samples = BaseDetector.add_pred_to_datasample(self, batch_data_samples, results)
-        for sample, lg in zip(samples, logits):
-            sample.pred_sem_seg = PixelData(sem_seg=lg.argmax(0, keepdim=True))
-        return samples
 
 
 def resolved_config_text(cfg: Config) -> str:

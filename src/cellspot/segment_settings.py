@@ -106,8 +106,7 @@ class ModelSettings(_Strict):
     """One Mask R-CNN model (MMDetection) on 2D slices."""
 
     config: str = Field(description="MMDetection config file of the model (cells: "
-                        "config/maskrcnn_cells.py, or config/maskrcnn_cells_semantic.py for a "
-                        "semantic head; spots: config/maskrcnn_spots.py)")
+                        "config/maskrcnn_cells.py; spots: config/maskrcnn_spots.py)")
     checkpoint: str = Field("builtin", description="the checkpoint inference uses: builtin (the "
                             "starter model shipped with cellspot, recipes/starter_models.py), "
                             "the path of your own, or empty to train one (rule segment_train)")
