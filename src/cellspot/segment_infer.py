@@ -31,6 +31,7 @@ from cellspot.segment_store import (  # noqa: F401
     Segmentation,
     read_segmentation,
 )
+from cellspot.table_specs import INSTANCES
 
 log = logging.getLogger(__name__)
 
@@ -513,12 +514,8 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
                     tables.append(tab)
             log.info("t=%d: %d instances", t, sum(len(x) for x in tables if len(x) and
                                                    x["t"].iloc[0] == t))
-        table = (pd.concat(tables, ignore_index=True) if tables else
-                 pd.DataFrame({c: [] for c in TABLE_COLUMNS}))
-        table = table[TABLE_COLUMNS].astype({"t": "int32", "z": "int32", "instance": "int32",
-                                             "y0": "int32", "x0": "int32", "y1": "int32",
-                                             "x1": "int32", "area": "int64", "score": "float32",
-                                             "y": "float64", "x": "float64"})
+        table = INSTANCES.conform(pd.concat(tables, ignore_index=True) if tables
+                                  else INSTANCES.empty())[INSTANCES.columns]
         table.to_parquet(tmp / TABLE_NAME, index=False)
         group.attrs.update({"model": model, "classes": list(segmenter.classes),
                             "arrays": names, "t_start": int(t_start), "t_stop": int(t_stop),

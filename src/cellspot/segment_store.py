@@ -31,11 +31,11 @@ from pathlib import Path
 import pandas as pd
 
 from cellspot.omezarr import OmeZarrError
+from cellspot.table_specs import INSTANCES
 
 # Zarr array of each class.
 ARRAY_NAMES = {"nucleus": "nucleus", "cell": "cell", "spot": "spots"}
-TABLE_COLUMNS = ["t", "z", "class", "instance", "score", "y0", "x0", "y1", "x1", "area",
-                 "y", "x"]
+TABLE_COLUMNS = INSTANCES.columns
 TABLE_NAME = "instances.parquet"
 
 

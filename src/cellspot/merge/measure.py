@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from ..table_specs import OBJECTS
+
 # --------------------------------------------------------------------------- measurements
 
 
 def empty_objects(channel_names) -> pd.DataFrame:
-    cols = {"label": "int64", "z": "float64", "y": "float64", "x": "float64",
-            "volume_vox": "int64", "volume_um3": "float64"}
-    cols.update({f"bbox_{a}{e}": "int64" for e in "01" for a in "zyx"})
-    cols.update({f"mean_{c}": "float64" for c in channel_names})
-    return pd.DataFrame({k: pd.Series([], dtype=v) for k, v in cols.items()})
+    """The object table with no rows: :data:`~cellspot.table_specs.OBJECTS` and the mean
+    intensity of each channel."""
+    return OBJECTS.empty({f"mean_{c}": "float64" for c in channel_names})
 
 
 def object_table(labels: np.ndarray, intensity: np.ndarray | None = None,

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..resources import without_resources
+from ..table_specs import SPOTS
 
 COMPARTMENTS = ("outside", "cytoplasm", "nucleus")  # index = value of the semantic map
 SEMANTIC_PROPERTIES = [
@@ -14,8 +15,7 @@ SEMANTIC_PROPERTIES = [
     {"label-value": 1, "class": "cytoplasm"},
     {"label-value": 2, "class": "nucleus"},
 ]
-SPOT_COLUMNS = ["label", "z", "y", "x", "intensity", "peak", "score", "n_slices", "z_first",
-                "z_last", "n_rna", "cell_id", "compartment", "distance_to_nucleus_um"]
+SPOT_COLUMNS = SPOTS.columns
 
 
 # --------------------------------------------------------------------------- settings

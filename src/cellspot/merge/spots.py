@@ -14,6 +14,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from ..distance import signed_distance_at
+from ..table_specs import SPOTS
 from .compartments import assign_nuclei
 from .molecules import molecules_per_spot
 from .profile import split_profile
@@ -103,15 +104,6 @@ def _refine_positions(image: np.ndarray, est: np.ndarray, radius, method: str):
     return c + shift, integrated, peak
 
 
-def empty_spots() -> pd.DataFrame:
-    dtypes = {"label": "int64", "z": "float64", "y": "float64", "x": "float64",
-              "intensity": "float64", "peak": "float64", "score": "float64",
-              "n_slices": "int64", "z_first": "int64", "z_last": "int64", "n_rna": "int64",
-              "cell_id": "int64",
-              "compartment": "object", "distance_to_nucleus_um": "float64"}
-    return pd.DataFrame({k: pd.Series([], dtype=v) for k, v in dtypes.items()})
-
-
 def link_spot_detections(detections: pd.DataFrame, image: np.ndarray | None = None,
                          voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
                          settings: SpotSettings | None = None) -> np.ndarray:
@@ -196,7 +188,7 @@ def merge_spots(detections: pd.DataFrame, image: np.ndarray | None = None,
     """
     s = settings or SpotSettings()
     if detections is None or len(detections) == 0:
-        return empty_spots()
+        return SPOTS.empty()
     if members is None:
         members = link_spot_detections(detections, image, voxel_size, s)
     else:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..omezarr import ImageMeta
+from ..table_specs import SPOTS
 from .compartments import assign_nuclei, semantic_map
 from .label_ops import sequential_labels
 from .measure import empty_objects, object_table, spot_object_columns
@@ -16,7 +17,6 @@ from .settings import MergeSettings
 from .split_cells import absorb_anucleate_fragments, split_multinucleate
 from .spots import (
     count_molecules,
-    empty_spots,
     link_spot_detections,
     merge_spots,
     spot_labels,
@@ -99,7 +99,7 @@ def merge_timepoint(cells_2d: np.ndarray | None, nuclei_2d: np.ndarray | None,
         stab = spot_object_columns(spots, blobs, image if image is not None else np.zeros(
             (0,) + shape), vs, names)
     else:
-        stab = pd.concat([empty_spots(), empty_objects(names).drop(
+        stab = pd.concat([SPOTS.empty(), empty_objects(names).drop(
             columns=["label", "z", "y", "x"])], axis=1)
     return MergedTimepoint(cells, nuclei, sem, blobs, ctab, ntab, _object_columns_first(stab))
 

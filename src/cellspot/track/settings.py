@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import TrackError
 from ..resources import without_resources
+from ..table_specs import TRACKS
 
-TRACK_COLUMNS = ["track_id", "t", "z", "y", "x", "label", "parent", "root", "generation",
-                 "dummy"]
+TRACK_COLUMNS = TRACKS.columns
 POSITION = ["z", "y", "x"]  # position columns of object and tracks tables (pixels)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TrackError
+from ..table_specs import TRACKS
 from .settings import POSITION, TRACK_COLUMNS
 
 # --------------------------------------------------------------------------- tables
@@ -58,13 +59,9 @@ def points_to_tracks(points: pd.DataFrame, objects: pd.DataFrame,
 
 def empty_tracks(objects: pd.DataFrame | None = None) -> pd.DataFrame:
     """An empty tracks table with the standard columns (and the objects' extra columns)."""
-    cols = list(TRACK_COLUMNS)
-    if objects is not None:
-        cols += [c for c in objects.columns if c not in cols]
-    return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("track_id", "t", "label",
-                                                               "parent", "root", "generation")
-                                      else (bool if c == "dummy" else np.float64))
-                         for c in cols})
+    extra = {} if objects is None else {c: "float64" for c in objects.columns
+                                        if c not in TRACKS.dtypes}
+    return TRACKS.empty(extra)
 
 
 def objects_from_labels(labels, voxel_size: Sequence[float] = (1.0, 1.0, 1.0)) -> pd.DataFrame:
