@@ -346,3 +346,10 @@ def test_report_on_tracks_from_the_track_stage(demo_movie, tmp_path):
     assert len(ctr) == len(demo_movie.lineage)
     assert ctr["divides"].sum() == (demo_movie.lineage["parent_id"] > 0).sum() // 2
     assert np.median(np.abs(err)) < 0.10
+
+
+def test_report_captions_are_generated_from_the_figures():
+    """workflow/report/<figure>.rst (Snakemake --report) are FIGURES' captions, not copies."""
+    for name, text in build.figure_captions().items():
+        path = build.CAPTIONS_DIR / f"{name}.rst"
+        assert path.read_text() == text, "run: python -m cellspot.report captions"

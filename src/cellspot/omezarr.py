@@ -149,6 +149,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         Path(tmp).write_text(text)
 
 
+def write_table(path: str | os.PathLike, df) -> None:
+    """Write a table atomically, as Parquet or CSV by the path's suffix."""
+    suffix = Path(path).suffix
+    if suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{path}: a table is written as .parquet or .csv")
+    with atomic_output(path) as tmp:
+        if suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+
+
 # --------------------------------------------------------------------------- writing
 
 

@@ -413,6 +413,25 @@ def read_drift_csv(path: str | os.PathLike,
     return drift
 
 
+def draw_drift(ax, drift: pd.DataFrame, voxel_size=None) -> int:
+    """Cumulative drift per axis over time on ``ax``, flagged frames marked in red: in pixels,
+    or in µm with ``voxel_size``. Returns the number of flagged frames. (The registration QC
+    plot and the report's drift figure both draw it.)"""
+    unit = "px" if voxel_size is None else "µm"
+    scale = (1.0, 1.0, 1.0) if voxel_size is None else tuple(voxel_size)
+    for col, s, color in zip(("dz", "dy", "dx"), scale, ("C0", "C1", "C2")):
+        ax.plot(drift["t"], drift[col] * s, "o-", ms=3, color=color, label=col[1])
+    flagged = (drift["t"][drift["flagged"].astype(bool)] if "flagged" in drift
+               else drift["t"][:0])
+    for t in flagged:
+        ax.axvline(t, color="red", alpha=0.3, lw=3)
+    if len(flagged):
+        ax.plot([], [], color="red", alpha=0.3, lw=3, label="flagged")
+    ax.set_ylabel(f"cumulative drift ({unit})")
+    ax.legend(loc="best", fontsize=8, ncol=4)
+    return len(flagged)
+
+
 def plot_drift(drift: pd.DataFrame, path: str | os.PathLike, title: str = "drift") -> None:
     """Cumulative drift per axis and match quality over time, flagged frames marked (PNG)."""
     import matplotlib
@@ -422,15 +441,10 @@ def plot_drift(drift: pd.DataFrame, path: str | os.PathLike, title: str = "drift
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 5), sharex=True,
                                    gridspec_kw={"height_ratios": [2, 1]})
-    for col, color in zip(("dz", "dy", "dx"), ("tab:blue", "tab:orange", "tab:green")):
-        ax1.plot(drift["t"], drift[col], marker=".", color=color, label=col)
-    bad = drift[drift["flagged"].astype(bool)]
-    for t in bad["t"]:
-        ax1.axvline(t, color="red", alpha=0.3, lw=3)
+    n_bad = draw_drift(ax1, drift)
+    for t in drift["t"][drift["flagged"].astype(bool)]:
         ax2.axvline(t, color="red", alpha=0.3, lw=3)
-    ax1.set_ylabel("cumulative drift (px)")
-    ax1.legend(loc="best", fontsize="small")
-    ax1.set_title(title + (f" ({len(bad)} flagged frame(s) in red)" if len(bad) else ""))
+    ax1.set_title(title + (f" ({n_bad} flagged frame(s) in red)" if n_bad else ""))
     ax2.plot(drift["t"], drift["quality"], marker=".", color="k")
     ax2.set_ylabel("match quality")
     ax2.set_xlabel("timepoint")

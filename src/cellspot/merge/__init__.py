@@ -24,8 +24,24 @@ from .stitch import stitch_slices
 from .timepoint import MergedTimepoint, merge_timepoint
 
 __all__ = [
-    "COMPARTMENTS", "LABEL_NAMES", "SEMANTIC_PROPERTIES", "SPOT_COLUMNS", "TABLE_NAMES",
-    "MergeSettings", "MergedTimepoint", "SegmentationBlocks", "SpotSettings", "assign_nuclei",
-    "count_molecules", "link_spot_detections", "main", "merge_spots", "merge_timepoint",
-    "object_table", "run_merge", "semantic_map", "spot_labels", "stitch_slices",
+    "COMPARTMENTS",
+    "LABEL_NAMES",
+    "SEMANTIC_PROPERTIES",
+    "SPOT_COLUMNS",
+    "TABLE_NAMES",
+    "MergeSettings",
+    "MergedTimepoint",
+    "SegmentationBlocks",
+    "SpotSettings",
+    "assign_nuclei",
+    "count_molecules",
+    "link_spot_detections",
+    "main",
+    "merge_spots",
+    "merge_timepoint",
+    "object_table",
+    "run_merge",
+    "semantic_map",
+    "spot_labels",
+    "stitch_slices",
 ]

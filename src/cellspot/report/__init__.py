@@ -14,8 +14,14 @@ One concern per module:
 Command line: ``python -m cellspot.report batch results/<batch>``.
 """
 
-__all__ = ["ReportConfig", "ReportInputs", "ReportOutputs", "compute", "make_report",
-           "summarise_batches"]
+__all__ = [
+    "ReportConfig",
+    "ReportInputs",
+    "ReportOutputs",
+    "compute",
+    "make_report",
+    "summarise_batches",
+]
 
 
 def __getattr__(name):

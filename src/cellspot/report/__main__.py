@@ -2,6 +2,7 @@
 
     python -m cellspot.report batch results/demo [--name demo] [--config config/config.yaml]
     python -m cellspot.report summary results/*/tables/batch_summary.parquet -o results/summary
+    python -m cellspot.report captions   (rewrite workflow/report/<figure>.rst from FIGURES)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cellspot.report.build import (
     ReportOutputs,
     make_report,
     summarise_batches,
+    write_captions,
 )
 
 
@@ -35,7 +37,12 @@ def main(argv=None) -> int:
     s = sub.add_parser("summary", help="one table from several batch_summary files")
     s.add_argument("summaries", nargs="+", type=Path)
     s.add_argument("-o", "--outdir", type=Path, required=True)
+    sub.add_parser("captions", help="write the --report captions of the figures")
     args = ap.parse_args(argv)
+    if args.cmd == "captions":
+        for path in write_captions():
+            print(path)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.cmd == "batch":

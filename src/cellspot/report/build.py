@@ -52,6 +52,27 @@ FIGURES = {
 }
 
 
+# Snakemake's --report shows each figure with a caption file (workflow/report/<figure>.rst):
+# generated from FIGURES (python -m cellspot.report captions; a test checks they are current).
+CAPTIONS_DIR = Path(__file__).resolve().parents[3] / "workflow" / "report"
+
+
+def figure_captions() -> dict[str, str]:
+    """The ``--report`` caption (reStructuredText, Jinja for the batch) of every figure."""
+    return {name: f"{title} of batch {{{{ snakemake.wildcards.batch }}}}. {caption}\n"
+            for name, (title, caption, _) in FIGURES.items()}
+
+
+def write_captions(folder: str | os.PathLike = CAPTIONS_DIR) -> list[Path]:
+    """Write :func:`figure_captions` as ``<figure>.rst`` files."""
+    out = []
+    for name, text in figure_captions().items():
+        path = Path(folder) / f"{name}.rst"
+        path.write_text(text)
+        out.append(path)
+    return out
+
+
 # Headline numbers of the page: summary column -> (label, factor to the unit shown).
 SUMMARY_LABELS = {
     "n_timepoints": ("timepoints", 1),
@@ -307,10 +328,8 @@ def per_timepoint(ctp: pd.DataFrame) -> pd.DataFrame:
 
 def write_table(df: pd.DataFrame, parquet: Path, csv: Path) -> None:
     """Write one table as parquet and CSV, each atomically."""
-    with omezarr.atomic_output(parquet) as tmp:
-        df.to_parquet(tmp, index=False)
-    with omezarr.atomic_output(csv) as tmp:
-        df.to_csv(tmp, index=False)
+    omezarr.write_table(parquet, df)
+    omezarr.write_table(csv, df)
 
 
 def make_report(inputs: ReportInputs, outputs: ReportOutputs, cfg: ReportConfig | None = None,

@@ -15,6 +15,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
+from cellspot.register import draw_drift
+
 # Display colours of the channel roles (RGB), as in the OME metadata: nucleus blue,
 # cytoplasm green, RNA magenta.
 ROLE_RGB = {"nucleus": (0.2, 0.4, 1.0), "cytoplasm": (0.0, 0.8, 0.0), "rna": (1.0, 0.0, 1.0)}
@@ -139,15 +141,8 @@ def drift_figure(drift: pd.DataFrame | None, voxel_size: Sequence[float],
         ax2.set_ylabel("mean cell displacement (µm)")
         ax2.legend(fontsize=8, ncol=3)
         ax2.set_title("Tracked cells' common motion after correction", fontsize=10)
-    for ax_name, v in zip(("dz", "dy", "dx"), voxel_size):
-        ax.plot(drift["t"], drift[ax_name] * v, "o-", ms=3, label=ax_name[1])
-    if "flagged" in drift and drift["flagged"].astype(bool).any():
-        for t in drift.loc[drift["flagged"].astype(bool), "t"]:
-            ax.axvline(t, color="r", alpha=0.3)
-        ax.plot([], [], color="r", alpha=0.3, label="flagged")
+    draw_drift(ax, drift, voxel_size)
     ax.set_xlabel("timepoint")
-    ax.set_ylabel("drift (µm)")
-    ax.legend(fontsize=8, ncol=4)
     ax.set_title("Drift of the sample (corrected in the preprocessed image)")
     return fig
 

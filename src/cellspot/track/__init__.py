@@ -34,27 +34,41 @@ the default configuration); standardised features need at least two columns to m
 from .cells import lineage_offsets, track_cells
 from .divisions import division_states
 from .export import (
-                     relabel_by_track,
-                     tracks_to_napari,
-                     write_ctc,
-                     write_napari_tracks,
-                     write_table,
+    relabel_by_track,
+    tracks_to_napari,
+    write_ctc,
+    write_napari_tracks,
 )
 from .link import link_btrack, link_tiled
 from .run import describe_timepoints, track_batch
 from .settings import (
-                     POSITION,
-                     TRACK_COLUMNS,
-                     TrackSettings,
-                     load_tracker_config,
-                     select_features,
+    POSITION,
+    TRACK_COLUMNS,
+    TrackSettings,
+    load_tracker_config,
+    select_features,
 )
 from .spots import track_spots
 from .tables import empty_tracks, objects_from_labels
 
 __all__ = [
-    "POSITION", "TRACK_COLUMNS", "TrackSettings", "describe_timepoints", "division_states",
-    "empty_tracks", "lineage_offsets", "link_btrack", "link_tiled", "load_tracker_config",
-    "objects_from_labels", "relabel_by_track", "select_features", "track_batch", "track_cells",
-    "track_spots", "tracks_to_napari", "write_ctc", "write_napari_tracks", "write_table",
+    "POSITION",
+    "TRACK_COLUMNS",
+    "TrackSettings",
+    "describe_timepoints",
+    "division_states",
+    "empty_tracks",
+    "lineage_offsets",
+    "link_btrack",
+    "link_tiled",
+    "load_tracker_config",
+    "objects_from_labels",
+    "relabel_by_track",
+    "select_features",
+    "track_batch",
+    "track_cells",
+    "track_spots",
+    "tracks_to_napari",
+    "write_ctc",
+    "write_napari_tracks",
 ]

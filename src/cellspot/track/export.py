@@ -112,9 +112,5 @@ def write_napari_tracks(path: str | os.PathLike, tracks: pd.DataFrame,
     return path, graph_path
 
 
-def write_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
-    """Write a Parquet table atomically."""
-    with atomic_output(path) as tmp:
-        df.to_parquet(tmp, index=False)
 
 

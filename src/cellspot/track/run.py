@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TrackError
-from ..omezarr import atomic_output
+from ..omezarr import atomic_output, write_table
 from .cells import track_cells
-from .export import relabel_by_track, write_ctc, write_napari_tracks, write_table
+from .export import relabel_by_track, write_ctc, write_napari_tracks
 from .settings import TrackSettings
 from .spots import track_spots
 from .tables import empty_tracks
