@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from cellspot.omezarr import atomic_output
 
-from .errors import CocoError
+from .errors import CocoError, read_json_file
 from .segment_settings import TrainingData
 
 log = logging.getLogger(__name__)
@@ -348,12 +348,7 @@ def coco_from_simulation(movie, model: str, out_dir: str | os.PathLike,
 def load_coco(path: str | os.PathLike) -> COCO:
     """Load a COCO JSON with pycocotools, with a clear error when it is missing or malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise CocoError(f"{path}: no such COCO file")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CocoError(f"{path}: not valid JSON ({exc})") from exc
+    doc = read_json_file(path, CocoError, "COCO file")
     for key in ("images", "annotations", "categories"):
         if key not in doc:
             raise CocoError(f"{path}: not a COCO instances file (no {key!r} list)")

@@ -47,3 +47,18 @@ class CTCError(CellspotError):
 
 class ReportInputError(CellspotError):
     """An input table lacks what the report needs."""
+
+
+def read_json_file(path, error: type[CellspotError], what: str):
+    """The JSON document in ``path``; a missing file or invalid JSON raises ``error`` with one
+    line naming the file (``what``: e.g. "COCO file")."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such {what}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from exc

@@ -3,14 +3,13 @@ tracks table's columns."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal, Sequence
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import TrackError
+from ..errors import TrackError, read_json_file
 from ..resources import without_resources
 from ..table_specs import TRACKS
 
@@ -65,14 +64,8 @@ def load_tracker_config(config):
         return config.model_copy(deep=True)
     source = "configuration"
     if not isinstance(config, dict):
-        path = Path(config)
-        if not path.exists():
-            raise TrackError(f"{path}: no such btrack configuration file")
-        try:
-            config = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise TrackError(f"{path}: not valid JSON ({exc})") from exc
-        source = str(path)
+        source = str(Path(config))
+        config = read_json_file(config, TrackError, "btrack configuration file")
     config = dict(config)
     if isinstance(config.get("update_method"), str):
         try:
