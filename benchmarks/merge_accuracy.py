@@ -4,7 +4,8 @@ Part 1, stitching. Ground-truth 3D labels are cut into per-slice 2D instances (c
 components of each object's section, ids shuffled per slice), optionally perturbed as a 2D
 segmenter errs (per 2D instance: dropped, cut in two, merged with a touching neighbour), then
 stitched by ours (:func:`cellspot.merge.stitch_slices`, default settings) and by the Cellpose
-rule (:func:`cellspot.stitch_slices_cellpose`, greedy argmax IoU >= 0.25) in the same run.
+rule (:func:`cellspot_bench.baselines.stitch_slices_cellpose`, greedy argmax IoU >= 0.25) in
+the same run.
 3D AP@0.5 and AP@0.75 (TP / (TP + FP + FN)) against the truth, mean over seeds. Data: the
 synthetic movie (cells and nuclei, cellspot.simulate), the real 8-cell mouse embryo nuclei
 (QCANet/BBBC050) and StarDist's 3D nuclei (../shared/data; skipped when absent).

@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 
 from cellspot import track
-from cellspot.merge import object_table, slice_labels, stitch_slices
+from cellspot.merge import object_table, stitch_slices
 from cellspot.simulate import SimulationConfig, simulate_movie
 from cellspot_bench.baselines import track_laptrack
+from cellspot_bench.corrupt import slice_labels
 from cellspot_bench.ctc_eval import evaluate_ctc, write_ctc_ground_truth
 
 REPO = Path(__file__).resolve().parents[1]
