@@ -219,6 +219,7 @@ def test_a_killed_jobs_temp_folder_is_removed_by_the_next_writer(tmp_path, fault
 def test_a_failing_preprocess_leaves_no_temp_folder(tmp_path, monkeypatch, fault):
     """One task fails while others still write (dask raises at once): nothing may be left."""
     from cellspot import preprocess
+    from cellspot.preprocess import run as preprocess_run
 
     real = preprocess.process_channel_dask
 
@@ -230,7 +231,7 @@ def test_a_failing_preprocess_leaves_no_temp_folder(tmp_path, monkeypatch, fault
             return block
         return real(x, *args, **kwargs).map_blocks(step, dtype=np.float32)
 
-    monkeypatch.setattr(preprocess, "process_channel_dask", failing)
+    monkeypatch.setattr(preprocess_run, "process_channel_dask", failing)  # where it is called
     rng = np.random.default_rng(4)
     data = rng.integers(0, 1000, (6, 1, 8, 32, 32)).astype(np.uint16)
     src = tmp_path / "raw.ome.zarr"
