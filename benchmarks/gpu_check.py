@@ -46,8 +46,8 @@ def train_run(model: str, coco_dir: Path, work: Path, device: str, amp: bool, it
     """Fine-tune the starter model; speed, loss curve and peak GPU memory of the run."""
     import torch
 
-    from cellspot.segment_train import _scalars, train_model
-    from cellspot.starter import resolve_checkpoint, starter_files
+    from cellspot.segment.starter import resolve_checkpoint, starter_files
+    from cellspot.segment.train import _scalars, train_model
 
     if work.exists():
         shutil.rmtree(work)
@@ -79,8 +79,8 @@ def infer_run(model: str, slices: np.ndarray, device: str) -> dict:
     """The starter model on ``slices`` at the configured inference settings."""
     import torch
 
-    from cellspot.segment_infer import Segmenter
-    from cellspot.starter import resolve_checkpoint, starter_files
+    from cellspot.segment.infer import Segmenter
+    from cellspot.segment.starter import resolve_checkpoint, starter_files
 
     infer = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())[
         "segment"]["models"][model]["infer"]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellspot import coco, spots_classic
+from cellspot.segment import coco, spots_classic
 from cellspot_bench.metrics import MatchResult, match_instances, spot_f1
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -63,12 +63,12 @@ def train_budgeted(model, coco_dir, out, minutes, probe_iters=4, narrow=True, **
     ``narrow``: the low-capacity variant (ResNet base 32 channels, FPN/heads 64) that a CPU can
     train in minutes.
     """
-    from cellspot.segment_train import train_model
+    from cellspot.segment.train import train_model
     from cellspot_bench.models import narrow_overrides
 
     if narrow:
         kw["overrides"] = narrow_overrides()
-    from cellspot.segment_train import _scalars
+    from cellspot.segment.train import _scalars
 
     t0 = time.time()
     train_model(model, coco_dir, out / "probe", max_iters=probe_iters, checkpoint_interval=1000,
@@ -105,7 +105,7 @@ def truth_spots(movie, t, z):
 
 
 def part_spots(work, minutes, sim_kw, threads, narrow=True):
-    from cellspot.segment_infer import Segmenter
+    from cellspot.segment.infer import Segmenter
     from cellspot.simulate import SimulationConfig, simulate_movie
 
     work = work / "spots"
@@ -154,7 +154,7 @@ def part_smfish(work, minutes, threads, model_dir=None, narrow=True, seed=5):
     ``seed``: of the rendered training images (a repeat with another seed shows the spread)."""
     from skimage.io import imread
 
-    from cellspot.segment_infer import Segmenter
+    from cellspot.segment.infer import Segmenter
 
     d = DATA / "smfish2d_instapipeline"
     if not d.is_dir():
@@ -265,8 +265,8 @@ def _semantic_scores(conf):
 def part_cells(work, minutes, sim_kw, threads, narrow=True):
     """Cells model: COCO segm mAP and the semantic map derived from its instances."""
     from cellspot.merge import semantic_map
-    from cellspot.segment_infer import Segmenter
-    from cellspot.segment_models import default_config_path
+    from cellspot.segment.infer import Segmenter
+    from cellspot.segment.models import default_config_path
     from cellspot.simulate import SimulationConfig, simulate_movie
 
     work = work / "cells"
@@ -359,7 +359,7 @@ def _model_paths(model_dir):
 
 
 def _trained(model_dir):
-    from cellspot.segment_infer import Segmenter
+    from cellspot.segment.infer import Segmenter
 
     if not model_dir:
         raise SystemExit("part nuclei3d needs --cells-model")

@@ -44,7 +44,7 @@ def _checkpoint(model, work):
     if (p / "checkpoint.pth").is_file():
         return p / "config.py", p / "checkpoint.pth", "trained (segment_accuracy.py)"
     from cellspot import coco
-    from cellspot.segment_train import train_model
+    from cellspot.segment.train import train_model
 
     tiny = Path(work) / "speed_tiny" / model
     if not (tiny / "model" / "checkpoint.pth").is_file():
@@ -64,7 +64,7 @@ def run_one(args):
     """Child process: time one model at one batch size; print JSON."""
     import torch
 
-    from cellspot.segment_infer import Segmenter
+    from cellspot.segment.infer import Segmenter
 
     torch.set_num_threads(args.threads)
     x = _slices(args.size, args.slices, args.model)
@@ -117,7 +117,7 @@ def main(argv=None):
                   f"(model loaded: {r['rss_before_mb']:.0f} MB), "
                   f"{r['instances_per_slice']:.0f} instances/slice")
     # Baseline in the same run: LoG + Otsu on the same spot slices.
-    from cellspot.spots_classic import detect_spots_log
+    from cellspot.segment.spots_classic import detect_spots_log
 
     torch.set_num_threads(args.threads)
     x = _slices(args.size, args.slices, "spots")[..., 0]

@@ -108,7 +108,7 @@ def row(r: dict) -> dict:
 def main(argv=None) -> int:
     args = movie_parser(__doc__, MOVIES, "/tmp/cellspot-starter-bench").parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
-    from cellspot.starter import read_card
+    from cellspot.segment.starter import read_card
 
     for m in ("cells", "spots"):
         card = read_card(m)

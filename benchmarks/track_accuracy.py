@@ -57,9 +57,9 @@ def maskrcnn_labels(movie, model_dir: Path, threads: int = 2) -> np.ndarray:
     import torch
     from scipy import ndimage as ndi
 
-    from cellspot.coco import normalize_volume
     from cellspot.merge import merge_timepoint
-    from cellspot.segment_infer import Segmenter
+    from cellspot.segment.coco import normalize_volume
+    from cellspot.segment.infer import Segmenter
 
     torch.set_num_threads(threads)
     seg = Segmenter(model_dir / "config.py", model_dir / "checkpoint.pth", score_threshold=0.5)

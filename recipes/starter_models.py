@@ -40,9 +40,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cellspot import coco, spots_classic  # noqa: E402
+from cellspot.segment import coco, spots_classic  # noqa: E402
+from cellspot.segment.starter import MODELS, STARTER_DIR, export_checkpoint  # noqa: E402
 from cellspot.simulate import SimulationConfig, simulate_movie  # noqa: E402
-from cellspot.starter import MODELS, STARTER_DIR, export_checkpoint  # noqa: E402
 from cellspot_bench.metrics import MatchResult, match_instances, spot_f1  # noqa: E402
 
 ROLES = {"cells": ["nucleus", "cytoplasm", "rna"], "spots": ["rna"]}
@@ -163,7 +163,7 @@ def build_training_set(model: str, movies: list, out: Path, preprocess: dict) ->
 
 
 def coco_categories(model: str):
-    from cellspot.segment_models import CLASSES
+    from cellspot.segment.models import CLASSES
 
     return CLASSES[model]
 
@@ -197,7 +197,7 @@ def benchmark(model: str, paths: dict, movies, preprocess: dict, threshold: floa
     """Per-slice accuracy on held-out movies: cells AP@0.5 (TP / (TP + FP + FN)) per class;
     spots F1 at 3 px (one-to-one) against the spots labelled in each slice, with LoG + Otsu
     on the same slices as the baseline."""
-    from cellspot.segment_infer import Segmenter
+    from cellspot.segment.infer import Segmenter
 
     seg = Segmenter(paths["config"], paths["checkpoint"], score_threshold=threshold,
                     batch_size=4)
@@ -245,8 +245,8 @@ def benchmark(model: str, paths: dict, movies, preprocess: dict, threshold: floa
 
 def train_one(model: str, args, profile: dict, preprocess: dict, movies: list,
               simulation_time: dict) -> dict:
-    from cellspot.segment_models import default_config_path
-    from cellspot.segment_train import train_model
+    from cellspot.segment.models import default_config_path
+    from cellspot.segment.train import train_model
 
     work = Path(args.work) / model
     t0, c0 = time.time(), cpu_seconds()

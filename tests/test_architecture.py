@@ -83,7 +83,7 @@ def test_code_fingerprint_follows_imports(tmp_path):
     from cellspot.smk import CODE_IGNORE, SCRIPTS_DIR
 
     merge = imported_modules(SCRIPTS_DIR / "merge_run.py", CODE_IGNORE)
-    assert {"cellspot.merge.stitch", "cellspot.merge.molecules", "cellspot.segment_store",
+    assert {"cellspot.merge.stitch", "cellspot.merge.molecules", "cellspot.segment.store",
             "cellspot.distance"} <= set(merge)
     assert not any(m.startswith(("cellspot.track", "cellspot.report", "cellspot_bench"))
                    for m in merge)

@@ -267,8 +267,8 @@ def test_object_table_exact():
 
 
 def _write_block(path, arrays: dict, table: pd.DataFrame, t_start, t_stop):
-    """A block store in the segment stage's layout (cellspot.segment_infer)."""
-    from cellspot.segment_store import TABLE_COLUMNS, TABLE_NAME
+    """A block store in the segment stage's layout (cellspot.segment.infer)."""
+    from cellspot.segment.store import TABLE_COLUMNS, TABLE_NAME
 
     grp = zarr.open_group(str(path), mode="w", zarr_format=2)
     for name, a in arrays.items():
@@ -376,12 +376,12 @@ def test_distance_to_nucleus_matches_distance_transform():
 
 
 def test_merge_reads_segment_stores_without_torch():
-    """One store reader (cellspot.segment_store) serves both stages; the merge stage's
+    """One store reader (cellspot.segment.store) serves both stages; the merge stage's
     environment has no torch or MMDetection, so importing it must not pull them in."""
     import subprocess
     import sys
 
-    code = ("import sys, cellspot.merge, cellspot.segment_store; "
+    code = ("import sys, cellspot.merge, cellspot.segment.store; "
             "bad = {'torch', 'mmdet', 'mmcv'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 

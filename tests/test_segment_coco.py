@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from cellspot import coco, spots_classic
+from cellspot.segment import coco, spots_classic
 from cellspot_bench.metrics import match_points, spot_f1
 
 

@@ -13,9 +13,9 @@ pytest.importorskip("mmcv.ops", reason="mmcv with compiled ops is not installed"
 
 import torch  # noqa: E402
 
-from cellspot import coco  # noqa: E402
 from cellspot.omezarr import ImageMeta, create_image  # noqa: E402
-from cellspot.segment_infer import (  # noqa: E402
+from cellspot.segment import coco  # noqa: E402
+from cellspot.segment.infer import (  # noqa: E402
     Instance,
     Segmenter,
     instance_table,
@@ -25,8 +25,8 @@ from cellspot.segment_infer import (  # noqa: E402
     tile_cores,
     tile_starts,
 )
-from cellspot.segment_models import SegmentError, default_config_path, load_model_config, upscale_of  # noqa: E402
-from cellspot.segment_train import train_model  # noqa: E402
+from cellspot.segment.models import SegmentError, default_config_path, load_model_config, upscale_of  # noqa: E402
+from cellspot.segment.train import train_model  # noqa: E402
 from cellspot_bench.models import narrow_overrides  # noqa: E402
 
 torch.set_num_threads(2)
@@ -95,7 +95,7 @@ def test_random_transpose_keeps_masks_and_boxes_together():
     from mmdet.structures.bbox import HorizontalBoxes
     from mmdet.structures.mask import BitmapMasks
 
-    from cellspot.segment_models import RandomTranspose
+    from cellspot.segment.models import RandomTranspose
 
     m = np.zeros((1, 20, 30), np.uint8)
     m[0, 2:5, 10:18] = 1
@@ -112,7 +112,7 @@ def test_random_transpose_keeps_masks_and_boxes_together():
 def test_semantic_map_painted_from_augmented_instances():
     from mmdet.structures.mask import BitmapMasks
 
-    from cellspot.segment_models import SemanticFromInstances
+    from cellspot.segment.models import SemanticFromInstances
 
     m = np.zeros((3, 20, 30), np.uint8)
     m[0, 2:12, 2:14] = 1   # cell
@@ -136,7 +136,7 @@ def test_semantic_map_painted_from_augmented_instances():
 
 
 def test_instances_map_back_from_every_rotation_and_reflection():
-    from cellspot.segment_infer import _unmap_instance, dihedral
+    from cellspot.segment.infer import _unmap_instance, dihedral
 
     h, w = 9, 13
     mask = np.zeros((h, w), bool)
@@ -165,7 +165,7 @@ def test_mostly_hidden_instance_is_a_duplicate_and_dropped():
 
 
 def test_fused_instances_vote_on_masks_and_average_scores():
-    from cellspot.segment_infer import fuse_instances
+    from cellspot.segment.infer import fuse_instances
 
     def disc(cy, cx, r, score, label=0):
         yy, xx = np.mgrid[:20, :20]
@@ -225,7 +225,7 @@ def test_paint_by_score_and_subpixel_centroid():
 
 
 def _tiny_spot_coco(path, n_images=4, size=64, seed=0):
-    from cellspot.spots_classic import render_spot_image
+    from cellspot.segment.spots_classic import render_spot_image
 
     rng = np.random.default_rng(seed)
     slices = []
@@ -259,7 +259,7 @@ def test_random_crops_never_yield_empty_boxes(tmp_path):
     from mmdet.utils import register_all_modules
     from mmengine.dataset import Compose
 
-    from cellspot.segment_train import build_train_config
+    from cellspot.segment.train import build_train_config
 
     _tiny_spot_coco(tmp_path / "coco", n_images=2, size=64)
     cfg = build_train_config("spots", tmp_path / "coco", tmp_path / "w", max_iters=1,

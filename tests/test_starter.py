@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from cellspot import starter
 from cellspot.errors import SegmentError
+from cellspot.segment import starter
 
 
 def test_builtin_names_files_in_the_package():
@@ -46,7 +46,7 @@ mmcv_ops = pytest.importorskip("mmcv.ops", reason="mmcv with compiled ops is not
 
 
 def test_configured_model_must_match_the_starter():
-    from cellspot.segment_models import check_starter_matches, default_config_path
+    from cellspot.segment.models import check_starter_matches, default_config_path
 
     for model in starter.MODELS:  # the default configs are the starter models' own
         check_starter_matches(model, default_config_path(model))
@@ -60,8 +60,8 @@ def test_pretrained_that_does_not_fit_names_the_setting():
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    from cellspot.segment_models import default_config_path, load_model_config
-    from cellspot.segment_train import check_pretrained_fits
+    from cellspot.segment.models import default_config_path, load_model_config
+    from cellspot.segment.train import check_pretrained_fits
 
     register_all_modules()
     net = MODELS.build(load_model_config(default_config_path("cells")).model)
@@ -74,7 +74,7 @@ def _workflow_inputs(movie, roles):
     """The movie's channels as the preprocess stage's defaults make them, (T, Z, Y, X, C)."""
     import yaml
 
-    from cellspot.coco import preprocessed_like_workflow
+    from cellspot.segment.coco import preprocessed_like_workflow
     from conftest import REPO
 
     pre = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["preprocess"]["channels"]
@@ -86,8 +86,8 @@ def _workflow_inputs(movie, roles):
 def test_starter_models_segment_an_unseen_movie(small_movie):
     """Untrained by the user, on a movie of a seed the recipe never used: most cells and most
     in-focus spots of the middle slice are found (what the benchmarks measure in full)."""
-    from cellspot.coco import _shift_labels
-    from cellspot.segment_infer import Segmenter
+    from cellspot.segment.coco import _shift_labels
+    from cellspot.segment.infer import Segmenter
     from cellspot_bench.metrics import match_instances, spot_f1
 
     t, z = 1, 8
@@ -110,3 +110,14 @@ def test_starter_models_segment_an_unseen_movie(small_movie):
     table = seg.segment_slices(x[z:z + 1])[1][0]
     m = spot_f1(truth, table[["y", "x"]].to_numpy(), 3.0)
     assert m.recall >= 0.8, m  # spots a slice away may be found too (merge links them in z)
+
+
+def test_models_trained_before_the_segment_package_still_load():
+    """Configs and checkpoints written before 2026-12-02 import cellspot.segment_models."""
+    from mmengine.utils import import_modules_from_strings
+
+    import cellspot.segment.models as models
+
+    (old,) = import_modules_from_strings(["cellspot.segment_models"])
+    assert old.LoadMicroscopyImage is models.LoadMicroscopyImage
+    assert old.SemanticFromInstances is models.SemanticFromInstances

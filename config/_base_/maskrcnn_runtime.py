@@ -4,7 +4,7 @@
 # A model config inherits it with `_base_ = ['_base_/maskrcnn_runtime.py']` and adds its model,
 # `classes`, pipelines and `data_root` (dicts merge into these; lists replace).
 
-custom_imports = dict(imports=['cellspot.segment_models'], allow_failed_imports=False)
+custom_imports = dict(imports=['cellspot.segment.models'], allow_failed_imports=False)
 
 # ----------------------------------------------------------------- data
 dataset_type = 'CocoDataset'

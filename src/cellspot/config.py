@@ -15,6 +15,7 @@ the stages ignore and the rules hand to the scheduler (:mod:`cellspot.resources`
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,7 +26,7 @@ from .preprocess.filters import ChannelSettings
 from .preprocess.run import PreprocessSettings
 from .report.settings import ReportConfig
 from .resources import mem_field, runtime_field, threads_field
-from .segment_settings import SegmentSection
+from .segment.settings import SegmentSection
 from .track.settings import TrackSettings
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema" / "config.schema.json"
@@ -137,6 +138,43 @@ def resolve(config: dict) -> dict:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"config: {where}: {err['msg']}") from None
+
+
+def validate_config(config: dict, schema: str) -> None:
+    """Validate the workflow config and complete it in place.
+
+    Snakemake's schema validation against the schema generated from :mod:`cellspot.config`
+    (the convention users know), then the models themselves (rules that span keys, e.g. a
+    training source and its inputs), whose full tree replaces ``config``: every key left out
+    takes its default from the models. An invalid config stops the run with one line naming the
+    setting (Snakemake's own message prints the whole sub-schema).
+    """
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from .smk import stop
+
+    try:
+        # Defaults come from the models (resolve), not from the schema: jsonschema's default
+        # filling would write every branch's defaults into a filter entry (a oneOf).
+        validate(config, schema, set_default=False)
+        full = resolve(config)
+    except WorkflowError as exc:
+        stop(concise_validation_error(str(exc)))
+    except ConfigError as exc:
+        stop(str(exc))
+    config.clear()
+    config.update(full)
+
+
+def concise_validation_error(text: str) -> str:
+    """'config: <setting>: <problem>' from a jsonschema error message as Snakemake prints it."""
+    problem = re.search(r"ValidationError: (.*)", text)
+    where = re.search(r"On instance((?:\[[^\]]*\])*)", text)
+    keys = re.findall(r"\[['\"]?([^\]'\"]*)['\"]?\]", where.group(1)) if where else []
+    setting = ".".join(keys) or "(top level)"
+    return (f"config: {setting}: {problem.group(1) if problem else text.splitlines()[-1]} "
+            f"(see config/schema/config.schema.json)")
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -38,49 +37,12 @@ def rule_code(*scripts: str, ignore: tuple[str, ...] = CODE_IGNORE) -> str:
     return code_fingerprint(*(SCRIPTS_DIR / s for s in scripts), ignore=ignore)
 
 
-def validate_config(config: dict, schema: str) -> None:
-    """Validate the workflow config and complete it in place.
-
-    Snakemake's schema validation against the schema generated from :mod:`cellspot.config`
-    (the convention users know), then the models themselves (rules that span keys, e.g. a
-    training source and its inputs), whose full tree replaces ``config``: every key left out
-    takes its default from the models. An invalid config stops the run with one line naming the
-    setting (Snakemake's own message prints the whole sub-schema).
-    """
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
-    from .config import ConfigError, resolve
-
-    try:
-        # Defaults come from the models (resolve), not from the schema: jsonschema's default
-        # filling would write every branch's defaults into a filter entry (a oneOf).
-        validate(config, schema, set_default=False)
-        full = resolve(config)
-    except WorkflowError as exc:
-        stop(concise_validation_error(str(exc)))
-    except ConfigError as exc:
-        stop(str(exc))
-    config.clear()
-    config.update(full)
-
-
 def stop(message: str) -> None:
     """End planning with a one-line error and no traceback (a user error, in a Snakefile)."""
     from snakemake.logging import logger
 
     logger.error(message)
     sys.exit(1)
-
-
-def concise_validation_error(text: str) -> str:
-    """'config: <setting>: <problem>' from a jsonschema error message as Snakemake prints it."""
-    problem = re.search(r"ValidationError: (.*)", text)
-    where = re.search(r"On instance((?:\[[^\]]*\])*)", text)
-    keys = re.findall(r"\[['\"]?([^\]'\"]*)['\"]?\]", where.group(1)) if where else []
-    setting = ".".join(keys) or "(top level)"
-    return (f"config: {setting}: {problem.group(1) if problem else text.splitlines()[-1]} "
-            f"(see config/schema/config.schema.json)")
 
 
 def scaled_mem(mb: int):

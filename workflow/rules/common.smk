@@ -15,15 +15,19 @@ from cellspot.errors import CellspotError  # noqa: E402
 from cellspot.layout import batch_file, model_file, summary_file  # noqa: E402
 from cellspot.omezarr import open_array  # noqa: E402
 from cellspot.provenance import config_files, workflow_version  # noqa: E402
-from cellspot.smk import (
+from cellspot.config import validate_config  # noqa: E402
+from cellspot.smk import (  # noqa: E402
+    TRAIN_CODE_IGNORE,
     rule_code,
     scaled_mem,
     stop,
-    validate_config,  # noqa: E402
     without_resources,
-    TRAIN_CODE_IGNORE,
 )
-from cellspot.starter import is_builtin, resolve_checkpoint, starter_files  # noqa: E402
+from cellspot.segment.starter import (
+    is_builtin,
+    resolve_checkpoint,
+    starter_files,
+)  # noqa: E402
 from cellspot.tiffio import count_timepoints  # noqa: E402
 
 validate_config(

@@ -1,10 +1,11 @@
-"""Snakemake adapter for rule ``segment_coco``: training annotations -> COCO (cellspot.coco)."""
+"""Snakemake adapter for rule ``segment_coco``: training annotations -> COCO
+(cellspot.segment.coco)."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: F821 - the workflow's own package
 
-from cellspot.coco import build_training_coco  # noqa: E402
+from cellspot.segment.coco import build_training_coco  # noqa: E402
 from cellspot.smk import run_step  # noqa: E402
 
 

@@ -13,8 +13,8 @@ from cellspot.smk import run_step  # noqa: E402
 def main(smk):
     import torch
 
-    from cellspot.segment_infer import Segmenter, segment_block
-    from cellspot.segment_models import check_starter_matches
+    from cellspot.segment.infer import Segmenter, segment_block
+    from cellspot.segment.models import check_starter_matches
 
     p = dict(smk.params.infer)
     torch.set_num_threads(max(1, smk.threads))

@@ -12,7 +12,7 @@ from cellspot.smk import run_step  # noqa: E402
 
 
 def main(smk):
-    from cellspot.segment_train import train_model
+    from cellspot.segment.train import train_model
 
     t = dict(smk.params.train)
     # Stop (with a checkpoint) before the job's wall time, keeping a margin for writing outputs.

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..layout import in_batch
 from ..omezarr import OmeZarrError, atomic_output, create_labels, open_array, read_meta
-from ..segment_store import read_segmentation
+from ..segment.store import read_segmentation
 from .settings import SEMANTIC_PROPERTIES, MergeSettings
 from .timepoint import merge_timepoint
 
@@ -26,7 +26,7 @@ class SegmentationBlocks:
     """The per-slice segmentation of a batch, block stores of the segment stage, by timepoint.
 
     Each store is ``results/{batch}/segment/{model}/tAAAA-BBBB.zarr`` (layout in
-    :mod:`cellspot.segment_store`): arrays ``cell``/``nucleus`` (model "cells") or ``spots``
+    :mod:`cellspot.segment.store`): arrays ``cell``/``nucleus`` (model "cells") or ``spots``
     (model "spots"), ``(T_block, Z, Y, X)`` int32 with ids unique within a slice, and
     ``instances.parquet`` whose ``class == "spot"`` rows are the spot detections. Stores are
     opened lazily; a timepoint reads one slice stack per class.

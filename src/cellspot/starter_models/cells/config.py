@@ -4,7 +4,7 @@ classes = (
 )
 custom_imports = dict(
     allow_failed_imports=False, imports=[
-        'cellspot.segment_models',
+        'cellspot.segment.models',
     ])
 data_root = 'coco/cells/'
 dataset_type = 'CocoDataset'

@@ -1,7 +1,7 @@
 classes = ('spot', )
 custom_imports = dict(
     allow_failed_imports=False, imports=[
-        'cellspot.segment_models',
+        'cellspot.segment.models',
     ])
 data_root = 'coco/spots/'
 dataset_type = 'CocoDataset'

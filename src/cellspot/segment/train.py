@@ -25,14 +25,14 @@ from typing import Mapping
 
 from cellspot.layout import in_model
 from cellspot.omezarr import atomic_output, write_text_atomic
-from cellspot.segment_models import (
+from cellspot.segment.models import (
     SegmentError,
     default_config_path,
     load_model_config,
     set_data_root,
     set_schedule,
 )
-from cellspot.starter import setting
+from cellspot.segment.starter import setting
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def check_pretrained_fits(model: str, network, path: str | os.PathLike) -> None:
     """Raise :class:`SegmentError` naming ``segment.models.<model>.pretrained`` when the
     checkpoint's weights do not fit the network to train (MMEngine would only warn and train
     the unfitting layers from scratch)."""
-    from cellspot.segment_models import _load_local_checkpoint
+    from cellspot.segment.models import _load_local_checkpoint
 
     ckpt = _load_local_checkpoint(str(path), map_location="cpu")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
@@ -234,7 +234,7 @@ def train_model(model: str, coco_dir: str | os.PathLike, out_dir: str | os.PathL
     ----------
     model : {"cells", "spots"}
     coco_dir : path-like
-        Folder with ``train.json``/``val.json``/``images`` (:mod:`cellspot.coco`).
+        Folder with ``train.json``/``val.json``/``images`` (:mod:`cellspot.segment.coco`).
     out_dir : path-like
         The model folder (``models/<model>``); training's own files go to its ``work/``.
     threads : int, optional

@@ -35,8 +35,8 @@ from pydantic import ValidationError
 
 from cellspot.omezarr import atomic_output
 
-from .errors import CocoError, read_json_file
-from .segment_settings import TrainingData
+from ..errors import CocoError, read_json_file
+from .settings import TrainingData
 
 log = logging.getLogger(__name__)
 # pycocotools 2.0.11 with numpy 2 warns on every mask decode (harmless; floods rule logs).
@@ -532,7 +532,7 @@ def build_training_coco(model: str, settings: Mapping, out_dir: str | os.PathLik
     vol_kw = dict(z_step=s.z_step, keep_empty=s.keep_empty, **common)
     radius = s.spot_radius
     if model == "spots" and source in ("psf_synthetic", "pseudo_labels"):
-        from cellspot import spots_classic
+        from cellspot.segment import spots_classic
 
         slices = _image_slices(s.images, s.channel, s.max_slices)
         sigma = s.sigma

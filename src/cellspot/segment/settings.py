@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .resources import gpu_field, mem_field, runtime_field, threads_field
+from ..resources import gpu_field, mem_field, runtime_field, threads_field
 
 
 class _Strict(BaseModel):

@@ -2,7 +2,7 @@
 
 The segment stage writes one store per block of timepoints
 (``results/{batch}/segment/{model}/t{start:04d}-{stop:04d}.zarr``, a Zarr v2 group, written by
-:func:`cellspot.segment_infer.segment_block`); the merge stage reads them. Layout::
+:func:`cellspot.segment.infer.segment_block`); the merge stage reads them. Layout::
 
     nucleus, cell   (T_block, Z, Y, X) int32   model "cells": per-slice instance ids
     spots           (T_block, Z, Y, X) int32   model "spots": per-slice instance ids

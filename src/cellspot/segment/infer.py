@@ -7,7 +7,7 @@ of its overlaps) holds its box centre, so objects cut by a tile edge are taken f
 that sees them whole (when the overlap exceeds the object size).
 
 The store's layout and its reader (:func:`read_segmentation`) are in
-:mod:`cellspot.segment_store`, which the merge stage uses without torch.
+:mod:`cellspot.segment.store`, which the merge stage uses without torch.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import zarr
 from scipy import ndimage
 
 from cellspot.omezarr import OmeZarrError, _compressor, atomic_output, open_array, read_meta
-from cellspot.segment_store import (  # noqa: F401
+from cellspot.segment.store import (  # noqa: F401
     ARRAY_NAMES,
     TABLE_COLUMNS,
     TABLE_NAME,
@@ -265,7 +265,7 @@ class Segmenter:
         import torch
         from mmengine.dataset import Compose
 
-        from cellspot.segment_models import inference_pipeline
+        from cellspot.segment.models import inference_pipeline
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.cfg = load_model(config, checkpoint, self.device, model)
@@ -407,8 +407,8 @@ def load_model(config, checkpoint, device: str = "cpu", model_name: str | None =
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
-    from cellspot.segment_models import SegmentError, _load_local_checkpoint
-    from cellspot.starter import setting
+    from cellspot.segment.models import SegmentError, _load_local_checkpoint
+    from cellspot.segment.starter import setting
 
     key = setting(model_name or "<model>", "checkpoint")
     checkpoint = Path(checkpoint)

@@ -24,7 +24,7 @@ from cellspot.layout import in_model
 
 MODELS = ("cells", "spots")
 BUILTIN = "builtin"
-STARTER_DIR = Path(__file__).resolve().parent / "starter_models"
+STARTER_DIR = Path(__file__).resolve().parents[1] / "starter_models"
 # a starter model's folder has a trained model's layout, plus its card
 FILES = ("checkpoint", "config", "card")
 
