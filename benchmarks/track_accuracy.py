@@ -8,7 +8,7 @@ Both trackers link the same detections of simulated movies with divisions (cells
   ``merge.stitch_slices``): controlled error rates;
 * ``maskrcnn`` (with ``--cells-model DIR``, a trained cells model's ``config.py`` and
   ``checkpoint.pth``): the pipeline's own detections. The cells model runs on every z-slice
-  (``segment_infer.Segmenter``; the image is aligned with the known drift, as preprocessing
+  (``cellspot.segment.infer.Segmenter``; the image is aligned with the known drift, as preprocessing
   would) and the merge stage stitches its 2D cell instances into 3D cells
   (``merge.merge_timepoint``). Train a model with ``benchmarks/segment_accuracy.py --parts
   cells`` (it trains on the same simulator).

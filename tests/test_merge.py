@@ -14,9 +14,9 @@ from cellspot.omezarr import ImageMeta, OmeZarrError, create_image, open_array, 
 from cellspot_bench.baselines import stitch_slices_cellpose
 from cellspot_bench.corrupt import slice_labels
 from cellspot_bench.metrics import average_precision, iou_matrix
+from conftest import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-QCANET = DATA / "nuclei3d_qcanet" / "instances_derived" / "8_cell_stage.tif"
+QCANET = SHARED_DATA / "nuclei3d_qcanet" / "instances_derived" / "8_cell_stage.tif"
 
 
 def ellipsoids(shape, objects):
