@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellspot.layout import in_batch
 from workflow_run import log, movie_parser, run_simulated
 
 MOVIES = {
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     for name in args.movies:
         settings, seed = MOVIES[name]
         run = run_simulated(name, settings, seed, Path(args.work))
-        check = json.loads((run.results / "report" / "truth_check.json").read_text())
+        check = json.loads(in_batch(run.results, "truth_json").read_text())
         check.pop("cell_ap50_per_frame", None)
         rows.append(row(name, check, run.wall_s))
         full[name] = {"seed": seed, "settings": settings, "wall_s": run.wall_s, "check": check}

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from cellspot.layout import in_batch
 from workflow_run import ROOT, log, movie_parser, run_simulated
 
 MOVIES = {
@@ -72,9 +73,9 @@ def run_movie(name: str, work: Path) -> dict:
     settings, seed = MOVIES[name]
     run = run_simulated(name, settings, seed, work)
     res, movie = run.results, run.movie
-    check = json.loads((res / "report" / "truth_check.json").read_text())
+    check = json.loads(in_batch(res, "truth_json").read_text())
     # baselines on the same preprocessed movie, scored with the same functions
-    pre = res / "preprocessed.ome.zarr"
+    pre = in_batch(res, "preprocessed")
     meta, img = read_meta(pre), np.asarray(open_array(pre)[...])
     truth = truth_check.read_truth(run.truth)
     sz, sxy = movie.config.psf_sigma

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellspot.layout import batch_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,7 +56,7 @@ def run_simulated(name: str, settings: dict, seed: int, work: Path) -> Simulated
     wall = time.time() - t0
     if proc.returncode:
         raise SystemExit(f"{name}: workflow failed\n{proc.stderr[-4000:]}")
-    return SimulatedRun(name, seed, wd, wd / "results" / name, wd / "input" / "truth", movie,
+    return SimulatedRun(name, seed, wd, wd / batch_dir(name), wd / "input" / "truth", movie,
                         wall)
 
 

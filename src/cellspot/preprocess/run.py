@@ -312,7 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import yaml
 
-    p = argparse.ArgumentParser(description="Denoise, normalise and drift-correct an OME-Zarr "
+    p = argparse.ArgumentParser(prog="python -m cellspot.preprocess",
+                                description="Denoise, normalise and drift-correct an OME-Zarr "
                                 "movie: OUTDIR/preprocessed.ome.zarr, drift.csv, drift.png.")
     p.add_argument("movie", help="input tczyx OME-Zarr (e.g. results/BATCH/raw.ome.zarr)")
     p.add_argument("outdir")
