@@ -349,6 +349,33 @@ def test_out_of_memory_names_mem_mb(tmp_path, fault):
     assert f"asks for mem_mb={mem_mb} but this machine has" in log
 
 
+def test_a_job_above_its_mem_mb_is_warned_about(tmp_path, fault):
+    """Locally nothing enforces mem_mb: a job that used more than it asked for finishes, and its
+    log says the cluster would have killed it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from cellspot.smk import peak_memory_mb, run_step
+
+    def main(_):
+        block = np.ones(64 * 2**20, np.uint8)  # 64 MB touched: the peak is above mem_mb=1
+        assert block.sum() > 0
+
+    smk = SimpleNamespace(log=[str(tmp_path / "x.log")], rule="merge", wildcards={}, threads=1,
+                          resources=SimpleNamespace(mem_mb=1))
+    run_step(smk, main)
+    log = (tmp_path / "x.log").read_text()
+    warned = "above its mem_mb=1: on a cluster it would be killed" in log
+    fault("a local job uses more memory than its mem_mb", "finishes; the log warns that a "
+          "cluster would kill it", "warned" if warned else "silent")
+    assert warned and "rule merge done" in log
+    # a job within its request is not warned about
+    smk.resources.mem_mb = int(peak_memory_mb()) + 10_000
+    run_step(smk, lambda _: None)
+    assert "would be killed" not in (tmp_path / "x.log").read_text()
+
+
 def test_a_2d_image_says_it_is_2d(tmp_path, fault):
     from cellspot.preprocess import PreprocessError, preprocess_movie
 

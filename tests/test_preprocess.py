@@ -28,6 +28,7 @@ from cellspot.preprocess import (
     process_channel_dask,
 )
 from cellspot.register import shift_volume
+from workflow_helpers import upstream_rules
 
 VOXEL = (0.5, 0.2, 0.2)
 CHANNELS = ("nucleus", "cytoplasm", "rna")
@@ -382,8 +383,9 @@ def test_snakemake_rule_runs(tmp_path):
         "from cellspot.layout import batch_file\n"
         "TARGETS = []\n"
         "from cellspot.smk import scaled_mem, without_resources\n"
-        f"include: {str(REPO / 'workflow/rules/preprocess.smk')!r}\n"
-        "rule all:\n    input: expand(TARGETS, batch=['b1'])\n")
+        + upstream_rules("ingest")
+        + f"include: {str(REPO / 'workflow/rules/preprocess.smk')!r}\n"
+        "rule all:\n    default_target: True\n    input: expand(TARGETS, batch=['b1'])\n")
     res = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config.yaml",
          "--snakefile", "Snakefile", "-q"],

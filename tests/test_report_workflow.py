@@ -17,7 +17,7 @@ import yaml
 from cellspot.report import build
 from cellspot.simulate import SimulationConfig, simulate_movie
 from cellspot_bench import truth_tables as truth
-from workflow_helpers import stage_snakefile
+from workflow_helpers import prepare_upstream, stage_snakefile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,9 @@ def test_snakemake_report_and_summary(tmp_path):
     batches = ["b1", "b2"]
     for b in batches:
         truth.write_batch(movie, tmp_path / "results" / b)
-    (tmp_path / "Snakefile").write_text(stage_snakefile("report.smk", batches))
+    upstream = ("preprocess", "merge", "track")
+    prepare_upstream(tmp_path, batches, *upstream)
+    (tmp_path / "Snakefile").write_text(stage_snakefile("report.smk", batches, upstream))
     cfg = _config_defaults()
     cfg["report"]["n_permutations"] = 50
     (tmp_path / "config.json").write_text(json.dumps(cfg))

@@ -18,7 +18,7 @@ import yaml
 from cellspot import track
 from cellspot_bench.ctc_eval import evaluate_ctc, write_ctc_ground_truth
 from conftest import btrack_loads
-from workflow_helpers import stage_snakefile
+from workflow_helpers import prepare_upstream, stage_snakefile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,8 @@ def test_snakemake_track_rule(tmp_path):
                                             n_divisions=1, spots_per_cell=(5, 8)), seed=4)
     _merge_like_batch(movie, tmp_path / "results" / "b1")
     shutil.copytree(ROOT / "config" / "btrack", tmp_path / "config" / "btrack")
-    (tmp_path / "Snakefile").write_text(stage_snakefile("track.smk", ["b1"]))
+    prepare_upstream(tmp_path, ["b1"], "merge")
+    (tmp_path / "Snakefile").write_text(stage_snakefile("track.smk", ["b1"], ("merge",)))
     (tmp_path / "config.json").write_text(json.dumps({"track": _track_config()}))
     smk = [sys.executable, "-m", "snakemake", "all", "--cores", "1", "--configfile",
            "config.json"]

@@ -39,17 +39,70 @@ TARGETS = []
 batch_truth = lambda wildcards: ""  # no simulated truth
 wildcard_constraints:
     batch="|".join(BATCHES)
+{upstream}
 include: {rules!r}
 rule all:
+    default_target: True
     input: [t.format(batch=b) for t in TARGETS for b in BATCHES]
 """
 
+# The outputs of upstream rules that the stages run alone here take as input
+# (rules.<upstream>.output.<key>): rule -> key -> (layout name, its fields).
+UPSTREAM = {
+    "ingest": {"zarr": ("raw", {})},
+    "preprocess": {"zarr": ("preprocessed", {}), "drift_csv": ("drift_csv", {})},
+    "merge": {"cells": ("labels", {"name": "cells"}), "nuclei": ("labels", {"name": "nuclei"}),
+              "cell_table": ("table", {"name": "cells"}),
+              "nucleus_table": ("table", {"name": "nuclei"}),
+              "spot_table": ("table", {"name": "spots"})},
+    "track": {"cell_tracks": ("table", {"name": "cell_tracks"}),
+              "spot_tracks": ("table", {"name": "spot_tracks"}),
+              "tracked_labels": ("labels", {"name": "cells_tracked"}), "ctc": ("ctc", {})},
+}
 
-def stage_snakefile(rules: str, batches: list[str]) -> str:
-    """A minimal Snakefile around one stage's rules (what common.smk provides, nothing else),
-    to run a stage on prepared inputs without the stages before it."""
+
+def upstream_rules(*names: str) -> str:
+    """Stand-ins for upstream rules: outputs only, which the test has prepared (see
+    :func:`prepare_upstream`), so Snakemake never runs them."""
+    from cellspot.layout import BATCH_FILES
+
+    text = ""
+    for name in names:
+        text += f"rule {name}:\n    output:\n"
+        for key, (file, fields) in UPSTREAM[name].items():
+            args = ", ".join([repr(file)] + [f"{k}={v!r}" for k, v in fields.items()])
+            path = f"batch_file({args})"
+            if BATCH_FILES[file].endswith((".zarr", "ctc")):
+                path = f"directory({path})"
+            text += f"        {key}={path},\n"
+    return text
+
+
+def prepare_upstream(workdir: Path, batches: list[str], *names: str) -> None:
+    """Placeholders for the upstream outputs a test did not write (the stand-in rules'
+    outputs must all exist, or Snakemake would try to run them)."""
+    from cellspot.layout import BATCH_FILES, batch_file
+
+    for batch in batches:
+        for name in names:
+            for file, fields in UPSTREAM[name].values():
+                path = workdir / batch_file(file, batch=batch, **fields)
+                if path.exists():
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if BATCH_FILES[file].endswith((".zarr", "ctc")):
+                    path.mkdir()
+                else:
+                    path.touch()
+
+
+def stage_snakefile(rules: str, batches: list[str], upstream: tuple[str, ...] = ()) -> str:
+    """A minimal Snakefile around one stage's rules (what common.smk provides, and stand-ins
+    for the ``upstream`` rules it takes input from), to run a stage on prepared inputs without
+    the stages before it."""
     return STAGE_SNAKEFILE.format(src=str(REPO / "src"), batches=list(batches),
-                                  rules=str(REPO / "workflow" / "rules" / rules))
+                                  rules=str(REPO / "workflow" / "rules" / rules),
+                                  upstream=upstream_rules(*upstream))
 
 
 def deep_update(config: dict, updates: dict) -> dict:

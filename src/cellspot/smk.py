@@ -76,6 +76,24 @@ def warn_memory(mem_mb, log: logging.Logger) -> None:
                     "cluster)", mem_mb, total_mb)
 
 
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process and its finished children (MB; Linux units)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024
+
+
+def warn_peak_memory(mem_mb, log: logging.Logger, peak_mb: float | None = None) -> None:
+    """Warn when a job used more memory than it asked for: locally it finished, but on SLURM
+    (which enforces ``mem_mb``) the same job would be killed."""
+    peak_mb = peak_memory_mb() if peak_mb is None else peak_mb
+    if isinstance(mem_mb, (int, float)) and peak_mb > mem_mb:
+        log.warning("this job peaked at %d MB, above its mem_mb=%d: on a cluster it would be "
+                    "killed for memory; raise the stage's mem_mb", peak_mb, mem_mb)
+
+
 def run_step(snakemake, main: Callable) -> None:
     """Run ``main(snakemake)`` with logging set up; exit non-zero with a clear message on error."""
     setup_logging(snakemake.log[0] if len(snakemake.log) else None)
@@ -98,4 +116,5 @@ def run_step(snakemake, main: Callable) -> None:
     except Exception:
         log.exception("rule %s failed", snakemake.rule)
         raise
+    warn_peak_memory(getattr(getattr(snakemake, "resources", None), "mem_mb", None), log)
     log.info("rule %s done", snakemake.rule)

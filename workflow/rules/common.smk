@@ -156,8 +156,8 @@ def segment_preprocess(model):
 def segment_outputs(batch, model):
     """All block stores of a batch (what merge takes as input)."""
     return [
-        batch_file(
-            "segment_block", batch=batch, model=model, start=f"{a:04d}", stop=f"{b:04d}"
+        rules.segment_infer.output.zarr.format(
+            batch=batch, model=model, start=f"{a:04d}", stop=f"{b:04d}"
         )
         for a, b in timepoint_blocks(batch)
     ]

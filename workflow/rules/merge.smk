@@ -8,8 +8,8 @@
 #           results/{batch}/tables/{cells,nuclei,spots}.parquet       (t, label, z, y, x, volume,
 #                                         bbox, mean_<channel>; n_nuclei / cell_id / compartment)
 #
-# Needs from segment.smk: segment_outputs(batch, model); from common.smk: TARGETS, scaled_mem,
-# rule_code. The view rule links the label images into results/{batch}/{batch}.ome.zarr.
+# Needs rules preprocess and segment_infer (include after them) and, from common.smk,
+# segment_outputs, TARGETS, scaled_mem, rule_code. The view rule links the label images into results/{batch}/{batch}.ome.zarr.
 
 MERGE = config["merge"]
 
@@ -17,7 +17,7 @@ MERGE = config["merge"]
 rule merge:
     input:
         segmentation=merge_segmentation,
-        image=batch_file("preprocessed"),
+        image=rules.preprocess.output.zarr,
     output:
         cells=directory(batch_file("labels", name="cells")),
         nuclei=directory(batch_file("labels", name="nuclei")),

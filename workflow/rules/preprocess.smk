@@ -6,14 +6,15 @@
 #   drift_plot   drift.csv -> results/{batch}/drift.png (QC figure of `snakemake --report`; its
 #                own rule, so a deleted figure is redrawn without recomputing anything)
 #
-# Needs from common.smk: TARGETS, code_fingerprint. Channel roles come from `channels:`.
+# Needs rule ingest (include after it) and, from common.smk, TARGETS and rule_code. Channel
+# roles come from `channels:`.
 
 PREPROCESS = config["preprocess"]
 
 
 rule preprocess:
     input:
-        zarr=batch_file("raw"),
+        zarr=rules.ingest.output.zarr,
     output:
         zarr=directory(batch_file("preprocessed")),
         drift_csv=batch_file("drift_csv"),

@@ -6,13 +6,15 @@
 #   provenance  -> results/{batch}/provenance.json: workflow version, resolved config, input movie,
 #               model checkpoints (SHA-256) and package versions
 
-VIEW_LABELS = ["cells", "nuclei", "semantic", "spots", "cells_tracked"]
+# every label image of the batch: the four of merge and the tracked cells
+VIEW_LABELS = ["cells", "nuclei", "semantic", "spots"]
 
 
 rule view:
     input:
-        image=batch_file("preprocessed"),
-        labels=[batch_file("labels", name=n) for n in VIEW_LABELS],
+        image=rules.preprocess.output.zarr,
+        labels=[rules.merge.output[n] for n in VIEW_LABELS]
+        + [rules.track.output.tracked_labels],
     output:
         zarr=directory(batch_file("view")),
     log:
@@ -34,7 +36,7 @@ rule view:
 rule provenance:
     input:
         movie=batch_movie,
-        report=batch_file("report_html"),
+        report=rules.report.output.html,
         checkpoints=[segment_checkpoint(m) for m in SEG_MODEL_NAMES],
     output:
         json=batch_file("provenance"),

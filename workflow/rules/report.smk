@@ -9,7 +9,8 @@
 #            -> results/{batch}/report/truth_check.{json,csv}, figures/rna_vs_truth.png;
 #               the report shows it as its accuracy section
 #
-# Needs from common.smk: BATCHES, TARGETS, code_fingerprint, batch_truth.
+# Needs rules preprocess, merge and track (include after them) and, from common.smk, BATCHES,
+# TARGETS, rule_code, batch_truth.
 
 REPORT = config["report"]
 REPORT_CODE = rule_code("report_batch.py", "report_summary.py")
@@ -18,15 +19,15 @@ REPORT_CODE = rule_code("report_batch.py", "report_summary.py")
 rule truth_check:
     input:
         truth=batch_truth,
-        cells=batch_file("labels", name="cells"),
-        nuclei=batch_file("labels", name="nuclei"),
-        spots=batch_file("table", name="spots"),
-        cells_tracked=batch_file("labels", name="cells_tracked"),
-        cell_tracks=batch_file("table", name="cell_tracks"),
-        spot_tracks=batch_file("table", name="spot_tracks"),
-        ctc_dir=batch_file("ctc"),
-        drift=batch_file("drift_csv"),
-        image=batch_file("preprocessed"),
+        cells=rules.merge.output.cells,
+        nuclei=rules.merge.output.nuclei,
+        spots=rules.merge.output.spot_table,
+        cells_tracked=rules.track.output.tracked_labels,
+        cell_tracks=rules.track.output.cell_tracks,
+        spot_tracks=rules.track.output.spot_tracks,
+        ctc_dir=rules.track.output.ctc,
+        drift=rules.preprocess.output.drift_csv,
+        image=rules.preprocess.output.zarr,
     output:
         json=batch_file("truth_json"),
         csv=batch_file("truth_csv"),
@@ -60,15 +61,15 @@ rule report:
                 else {}
             )
         ),
-        cells=batch_file("table", name="cells"),
-        nuclei=batch_file("table", name="nuclei"),
-        spots=batch_file("table", name="spots"),
-        cell_tracks=batch_file("table", name="cell_tracks"),
-        spot_tracks=batch_file("table", name="spot_tracks"),
-        cell_labels=batch_file("labels", name="cells"),
-        nucleus_labels=batch_file("labels", name="nuclei"),
-        image=batch_file("preprocessed"),
-        drift=batch_file("drift_csv"),
+        cells=rules.merge.output.cell_table,
+        nuclei=rules.merge.output.nucleus_table,
+        spots=rules.merge.output.spot_table,
+        cell_tracks=rules.track.output.cell_tracks,
+        spot_tracks=rules.track.output.spot_tracks,
+        cell_labels=rules.merge.output.cells,
+        nucleus_labels=rules.merge.output.nuclei,
+        image=rules.preprocess.output.zarr,
+        drift=rules.preprocess.output.drift_csv,
     output:
         html=report(
             batch_file("report_html"),
@@ -162,7 +163,7 @@ rule summary:
     input:
         # batches no longer listed keep their row (e.g. a movie archived from the inbox)
         expand(
-            batch_file("table", name="batch_summary"),
+            rules.report.output.batch_summary_parquet,
             batch=sorted(BATCHES) + processed_elsewhere(),
         ),
     output:

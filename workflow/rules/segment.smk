@@ -8,8 +8,9 @@
 # With `segment.models.<model>.checkpoint` set (`builtin`: the starter model shipped with cellspot,
 # the default), that checkpoint is used and nothing is trained; with `checkpoint: ""` the model is
 # trained, starting from `pretrained` (`builtin` by default).
-# Helpers (segment_checkpoint, segment_outputs, ...) live in common.smk. timepoint_blocks(batch) -> [(start, stop), ...] (stop exclusive, blocks of
-# config["segment"]["timepoints_per_job"] timepoints covering the movie).
+# Helpers (segment_checkpoint, segment_outputs, ...) live in common.smk; timepoint_blocks(batch)
+# -> [(start, stop), ...] (stop exclusive): blocks of segment.timepoints_per_job timepoints.
+# Inputs come from upstream rules (rules.preprocess.output): include after preprocess.smk.
 
 
 rule segment_coco:
@@ -73,7 +74,7 @@ rule segment_train:
 
 rule segment_infer:
     input:
-        image=batch_file("preprocessed"),
+        image=rules.preprocess.output.zarr,
         checkpoint=lambda w: segment_checkpoint(w.model),
         config=lambda w: segment_infer_config(w.model),
     output:

@@ -9,16 +9,16 @@
 #           results/{batch}/track/ctc/                   (Cell Tracking Challenge: res_track.txt, mask###.tif)
 #           results/{batch}/track/cells.tracks.csv       (napari tracks layer) + cells.tracks.graph.json
 #
-# Needs from common.smk: TARGETS, code_fingerprint.
+# Needs rule merge (include after it) and, from common.smk, TARGETS and rule_code.
 
 TRACK = config["track"]
 
 
 rule track:
     input:
-        cells=batch_file("table", name="cells"),
-        spots=batch_file("table", name="spots"),
-        labels=batch_file("labels", name="cells"),
+        cells=rules.merge.output.cell_table,
+        spots=rules.merge.output.spot_table,
+        labels=rules.merge.output.cells,
         cell_config=TRACK["cell_config"],
         spot_config=TRACK["spot_config"],
     output:
