@@ -423,3 +423,31 @@ def test_run_merge_uncovered_timepoint_and_shape_mismatch(tmp_path):
                  0, 1)
     with pytest.raises(Exception, match="do not match the image"):
         merge.run_merge([small], image, labels, tables)
+
+
+def test_cells_grown_from_nuclei_without_a_cytoplasm_stain():
+    """channels.cytoplasm: null -> each cell is its nucleus grown by cell_expansion_um in µm,
+    stopping halfway to the next nucleus; anisotropic voxels count in µm."""
+    vs = (1.0, 0.25, 0.25)
+    nuclei = np.zeros((5, 40, 80), np.uint32)
+    nuclei[1:4, 15:25, 10:20] = 4
+    nuclei[1:4, 15:25, 34:44] = 9        # 14 px = 3.5 µm from nucleus 4
+    cells = merge.grow_cells(nuclei, 2.0, vs)
+    assert set(np.unique(cells)) == {0, 4, 9}
+    assert np.all(cells[nuclei > 0] == nuclei[nuclei > 0])
+    row = cells[2, 20]
+    assert row[2] == 4 and row[1] == 0          # 8 px = 2 µm left of nucleus 4: the limit
+    assert row[26] == 4 and row[27] == 9        # the gap is split halfway
+    assert cells[0, 20, 15] == 4 and cells[2, 7, 15] == 4   # 1 z slice = 1 µm; 8 px = 2 µm
+    assert cells[2, 6, 15] == 0                 # 9 px = 2.25 µm above: outside
+    assert not merge.grow_cells(np.zeros((2, 4, 4), np.uint32), 2.0).any()
+
+    meta = ImageMeta(("nucleus", "rna"), vs)
+    s = merge.MergeSettings.from_config({"cell_expansion_um": 2.0},
+                                        {"nucleus": "nucleus", "cytoplasm": None, "rna": "rna"})
+    assert s.cells_from_nuclei and s.spots.channel == "rna"
+    res = merge.merge_timepoint(None, slice_labels(nuclei), None, None, meta, s)
+    assert res.cell_table["n_nuclei"].tolist() == [1, 1]
+    assert np.array_equal(res.semantic == 2, nuclei > 0)
+    assert (res.semantic == 1).sum() == ((cells > 0) & (nuclei == 0)).sum()
+    assert not merge.MergeSettings.from_config({}, {"cytoplasm": "c"}).cells_from_nuclei

@@ -146,6 +146,11 @@ def test_resolve_channel_roles():
     assert r.registration.channel == "DAPI"
     with pytest.raises(PreprocessError, match="index 5"):
         s.resolve_channels({"nucleus": 5}, ["DAPI"])
+    # a stain the movie does not have (null) is not processed, and cannot register
+    r = s.resolve_channels({"nucleus": "DAPI", "cytoplasm": None, "rna": None}, ["DAPI"])
+    assert set(r.channels) == {"DAPI"}
+    with pytest.raises(PreprocessError, match=r"registration\.channel .*channels\.nucleus is null"):
+        s.resolve_channels({"nucleus": None, "rna": "Cy5"}, ["Cy5"])
 
 
 # --------------------------------------------------------------------------- percentiles

@@ -120,3 +120,17 @@ def test_drift_figure_with_common_motion():
     fig = plots.drift_figure(drift, VS, tables.common_motion(_tracks(10, 8, 0.5), VS))
     assert len(fig.axes) == 2
     assert len(plots.drift_figure(drift, VS).axes) == 1
+
+
+def test_absent_stains_are_said_not_warned_about():
+    """A movie without an RNA stain gets a note saying so, not 'No RNA spots were found'."""
+    cells = _cells([3, 3])
+    nuclei = cells.assign(cell_id=cells["label"])
+    empty = pd.DataFrame(columns=["t", "label", "cell_id"])
+    tracks = cells.assign(track_id=cells["label"])
+    said = trust.missing_objects(cells, nuclei, empty, tracks)
+    assert any("No RNA spots were found" in n for n in said)
+    said = trust.missing_objects(cells, nuclei, empty, tracks, absent=["cytoplasm", "rna"])
+    assert not any("No RNA spots were found" in n for n in said)
+    assert any("channels.rna: null" in n for n in said)
+    assert any("merge.cell_expansion_um" in n for n in said)

@@ -211,3 +211,27 @@ def test_simulated_training_data_by_role_with_renamed_channels(tmp_path):
     plain = np.load(q["train"].parent / coco.load_coco(q["train"]).imgs[1]["file_name"])
     assert np.median(arr[..., 2]) < 0.5 * np.median(plain[..., 2])
     np.testing.assert_allclose(np.median(arr[..., 0]), np.median(plain[..., 0]), atol=0.05)
+
+
+def test_training_data_without_the_stains_the_movie_lacks(tmp_path):
+    """A movie with a nucleus stain only (channels.cytoplasm/rna: null) trains on simulated
+    slices with those channels zero and without cell outlines (not visible there)."""
+    img = np.random.default_rng(0).random((2, 3, 4, 8, 8)).astype(np.float32)
+    labels = {"nucleus": np.ones((2, 4, 8, 8), int), "cell": np.ones((2, 4, 8, 8), int)}
+    out, kept = coco.without_stains(img, labels, ["nucleus", "cytoplasm", "rna"],
+                                    ["cytoplasm", "rna"], axis=1)
+    assert list(kept) == ["nucleus"] and not out[:, 1:].any()
+    assert np.array_equal(out[:, 0], img[:, 0]) and img[:, 1:].all()   # the input untouched
+    _, kept = coco.without_stains(img, labels, ["nucleus", "cytoplasm", "rna"], ["rna"], 1)
+    assert list(kept) == ["nucleus", "cell"]
+
+    settings = {"source": "simulation", "seed": 3, "z_step": 4, "val_fraction": 0.0,
+                "simulation": {"n_timepoints": 1, "shape": [8, 64, 64], "n_cells": 2}}
+    p = coco.build_training_coco("cells", settings, tmp_path / "a", ["DAPI", None, None],
+                                 roles=["nucleus", "cytoplasm", "rna"])
+    c = coco.load_coco(p["train"])
+    names = {cat["id"]: cat["name"] for cat in c.dataset["categories"]}
+    assert set(names.values()) == {"nucleus", "cell"}     # the model's classes stay
+    assert {names[a["category_id"]] for a in c.anns.values()} == {"nucleus"}
+    arr = np.load(p["train"].parent / c.imgs[1]["file_name"])
+    assert arr[..., 0].any() and not arr[..., 1:].any()

@@ -411,6 +411,18 @@ def test_segment_block_store_cells(cell_model, tmp_path):
         segment_block(movie, tmp_path / "x.zarr", seg, "cells", ["dapi", "cytoplasm", "rna"],
                       0, 1)
     assert not (tmp_path / "x.zarr").exists()
+    # a stain the movie does not have is zeros for the model: the same as a zero channel
+    arr[:, 1] = 0.0
+    zero = read_segmentation(segment_block(movie, tmp_path / "z.zarr", seg, "cells",
+                                           ["nucleus", "cytoplasm", "rna"], 0, 1))
+    absent = read_segmentation(segment_block(movie, tmp_path / "n.zarr", seg, "cells",
+                                             ["nucleus", None, "rna"], 0, 1))
+    assert np.array_equal(np.asarray(zero.arrays["nucleus"]), np.asarray(absent.arrays["nucleus"]))
+    assert len(zero.table) == len(absent.table) > 0
+    # none of its stains: no instances, the model not run
+    none = read_segmentation(segment_block(movie, tmp_path / "e.zarr", seg, "cells",
+                                           [None, None, None], 0, 1))
+    assert len(none.table) == 0 and not np.asarray(none.arrays["cell"]).any()
 
 
 @pytest.mark.slow

@@ -48,8 +48,12 @@ class Channels(_Strict):
     samples sheet, or 0-based indices)."""
 
     nucleus: str | int = "nucleus"
-    cytoplasm: str | int = "cytoplasm"
-    rna: str | int = "rna"
+    cytoplasm: str | int | None = Field(
+        "cytoplasm", description="null: the movie has no cytoplasm stain; each cell is then its "
+        "nucleus grown by merge.cell_expansion_um")
+    rna: str | int | None = Field(
+        "rna", description="null: the movie has no RNA stain; no spots are detected and the "
+        "report covers cells only")
 
 
 class IngestSection(_Strict):

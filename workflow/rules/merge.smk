@@ -38,7 +38,7 @@ rule merge:
         runtime=MERGE["runtime"],
     params:
         settings=without_resources(MERGE),
-        spot_channel=config["channels"]["rna"],
+        channels=config["channels"],
         code=rule_code("merge_run.py"),
     script:
         "../scripts/merge_run.py"

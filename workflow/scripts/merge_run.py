@@ -9,7 +9,7 @@ from cellspot.smk import run_step  # noqa: E402
 
 
 def main(smk):
-    settings = MergeSettings.from_config(smk.params.settings, spot_channel=smk.params.spot_channel)
+    settings = MergeSettings.from_config(smk.params.settings, smk.params.channels)
     o = smk.output
     run_merge(list(smk.input.segmentation), smk.input.image,
               {"cells": o.cells, "nuclei": o.nuclei, "semantic": o.semantic, "spots": o.spots},

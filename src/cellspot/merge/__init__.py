@@ -15,7 +15,7 @@ driver of the Snakemake rule ``merge`` (also ``python -m cellspot.merge``). All 
 are pure functions of arrays and tables.
 """
 
-from .compartments import assign_nuclei, semantic_map
+from .compartments import assign_nuclei, grow_cells, semantic_map
 from .measure import object_table
 from .run import LABEL_NAMES, TABLE_NAMES, SegmentationBlocks, main, run_merge
 from .settings import COMPARTMENTS, SEMANTIC_PROPERTIES, SPOT_COLUMNS, MergeSettings, SpotSettings
@@ -34,6 +34,7 @@ __all__ = [
     "SegmentationBlocks",
     "SpotSettings",
     "assign_nuclei",
+    "grow_cells",
     "count_molecules",
     "link_spot_detections",
     "main",

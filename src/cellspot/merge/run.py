@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     Writes ``DIR/labels/{cells,nuclei,semantic,spots}.zarr`` and
     ``DIR/tables/{cells,nuclei,spots}.parquet``; settings from the ``merge:`` section of a
-    YAML config (``--config``), the spot channel from its ``channels: rna:``.
+    YAML config (``--config``), the stains from its ``channels:``.
     """
     import argparse
 
@@ -170,17 +170,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="batch results folder")
     ap.add_argument("--config", help="config YAML with a merge: section")
     args = ap.parse_args(argv)
-    section, channel = {}, None
+    section, channels = {}, {}
     if args.config:
         import yaml
 
         cfg = yaml.safe_load(Path(args.config).read_text()) or {}
         section = cfg.get("merge") or {}
-        channel = (cfg.get("channels") or {}).get("rna")
+        channels = cfg.get("channels") or {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     out = Path(args.out)
     run_merge(args.segmentation, args.image,
               {n: in_batch(out, "labels", name=n) for n in LABEL_NAMES},
               {n: in_batch(out, "table", name=n) for n in TABLE_NAMES},
-              MergeSettings.from_config(section, spot_channel=channel))
+              MergeSettings.from_config(section, channels))
 

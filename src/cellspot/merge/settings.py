@@ -75,15 +75,26 @@ class MergeSettings(BaseModel):
     split_multinucleate: bool = Field(True, description="split a cell holding several nuclei "
                                       "into one cell per nucleus (touching daughters after a "
                                       "division); false for binucleate cell types")
+    cells_from_nuclei: bool = Field(False, description="each cell is its nucleus grown by "
+                                    "cell_expansion_um instead of the cells model's cell (e.g. "
+                                    "a poor cytoplasm stain); always on when "
+                                    "channels.cytoplasm is null")
+    cell_expansion_um: float = Field(3.0, gt=0, description="with cells_from_nuclei: how far "
+                                     "(µm) a cell reaches beyond its nucleus, never past "
+                                     "halfway to the next nucleus")
     spots: SpotSettings = Field(default_factory=SpotSettings)
 
     @classmethod
-    def from_config(cls, section: dict | None, spot_channel: str | int | None = None
+    def from_config(cls, section: dict | None, channels: dict | None = None
                     ) -> "MergeSettings":
-        """Settings from the config section ``merge:`` (job resources are ignored here)."""
+        """Settings from the config section ``merge:`` (job resources are ignored here) and
+        the stains of ``channels:`` (the spot channel; no cytoplasm stain: cells from nuclei)."""
         d = without_resources(dict(section or {}))
-        if spot_channel is not None:
-            d["spots"] = {**dict(d.get("spots") or {}), "channel": spot_channel}
+        channels = channels or {}
+        if channels.get("rna") is not None:
+            d["spots"] = {**dict(d.get("spots") or {}), "channel": channels["rna"]}
+        if "cytoplasm" in channels and channels["cytoplasm"] is None:
+            d["cells_from_nuclei"] = True
         return cls(**d)
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..omezarr import ImageMeta
 from ..table_specs import SPOTS
-from .compartments import assign_nuclei, semantic_map
+from .compartments import assign_nuclei, grow_cells, semantic_map
 from .label_ops import sequential_labels
 from .measure import empty_objects, object_table, spot_object_columns
 from .settings import MergeSettings
@@ -72,8 +72,10 @@ def merge_timepoint(cells_2d: np.ndarray | None, nuclei_2d: np.ndarray | None,
         if a.shape != shape:
             raise ValueError(f"{name} labels {a.shape} do not match the image {shape}")
     names = list(meta.channel_names) if image is not None else []
+    if s.cells_from_nuclei:
+        cells = grow_cells(nuclei, s.cell_expansion_um, vs)
     parents = assign_nuclei(cells, nuclei, s.nucleus_min_overlap)
-    if s.split_multinucleate and len(parents):
+    if s.split_multinucleate and len(parents) and not s.cells_from_nuclei:
         cells, n_joined = absorb_anucleate_fragments(cells, parents)
         cells, n_split = split_multinucleate(cells, nuclei, parents, vs)
         if n_joined or n_split:

@@ -78,6 +78,12 @@ class PreprocessSettings(StrictModel):
         ``channel_names`` (the movie's) turns indices into names.
         """
         roles = roles or {}
+        absent = {k for k, v in roles.items() if v is None}  # stains the movie does not have
+        if self.registration.enabled and self.registration.channel in absent:
+            raise PreprocessError(
+                f"preprocess.registration.channel is {self.registration.channel!r}, but "
+                f"channels.{self.registration.channel} is null (the movie has no such stain): "
+                "register on a stain it has")
 
         def name(key: str) -> str:
             v = roles.get(key, key)
@@ -89,7 +95,7 @@ class PreprocessSettings(StrictModel):
                 return channel_names[v]
             return str(v)
 
-        channels = {name(k): v for k, v in self.channels.items()}
+        channels = {name(k): v for k, v in self.channels.items() if k not in absent}
         reg = self.registration.model_copy(update={"channel": name(self.registration.channel)})
         return self.model_copy(update={"channels": channels, "registration": reg})
 

@@ -209,6 +209,8 @@ def channel_indices(meta: omezarr.ImageMeta,
     n_c = len(meta.channel_names)
     for i, role in enumerate(ROLES):
         name = channels.get(role, role)
+        if name is None:  # the movie has no such stain
+            continue
         if isinstance(name, int) and 0 <= name < n_c:
             out[role] = name
         elif name in meta.channel_names:
@@ -279,7 +281,8 @@ def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
                                  cfg.diffusion_fit_lags, cfg.min_rna_track_length, cells)
     common = tables.common_motion(cell_tracks, vs)
     notes = trust.notes(cells, nuclei, spots, cell_tracks, drift, ctp, ctr, n_t, vs,
-                        cfg.border_cells == "exclude", common)
+                        cfg.border_cells == "exclude", common,
+                        absent=[r for r in ROLES if r in (channels or {}) and channels[r] is None])
     coloc = None
     if len(cells) and len(spots):
         coloc = coloc_mod.colocalisation(

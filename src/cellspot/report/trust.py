@@ -23,9 +23,17 @@ BORDER_SHARE = 0.5        # share of cell-timepoints cut by the border that make
 COMMON_MOTION_PX = 1.0    # common motion of tracked cells left after drift correction
 
 
-def missing_objects(cells, nuclei, spots, cell_tracks) -> list[str]:
-    """Empty stages: no cells, nuclei, tracks or spots, or no spot inside a cell."""
+def missing_objects(cells, nuclei, spots, cell_tracks, absent: Sequence[str] = ()) -> list[str]:
+    """Empty stages: no cells, nuclei, tracks or spots, or no spot inside a cell; and what a
+    movie without some stains (``absent`` roles) cannot give."""
     out = []
+    if "cytoplasm" in absent:
+        out.append("This movie has no cytoplasm stain (channels.cytoplasm: null): each cell "
+                   "is its nucleus grown by merge.cell_expansion_um, so cell volumes, shapes "
+                   "and the cytoplasmic RNA share follow that rule, not the cells' outlines.")
+    if "rna" in absent:
+        out.append("This movie has no RNA stain (channels.rna: null): the report covers "
+                   "cells, nuclei, tracks and lineage only.")
     if len(cells) == 0:
         out.append("No cells were found in this batch: there are no per-cell statistics, "
                    "tracks or lineage.")
@@ -35,7 +43,7 @@ def missing_objects(cells, nuclei, spots, cell_tracks) -> list[str]:
                        "localisation of RNA relative to the nucleus are not available.")
         if len(cell_tracks) == 0:
             out.append("Cells were found but not tracked: no speeds, trajectories or lineage.")
-    if len(spots) == 0:
+    if len(spots) == 0 and "rna" not in absent:
         out.append("No RNA spots were found in this batch: RNA counts are zero and there "
                    "is no RNA localisation or motion analysis. Check channels.rna and "
                    "models.spots.infer.score_threshold.")
@@ -154,8 +162,9 @@ def flagged_drift(drift: pd.DataFrame | None) -> str | None:
 
 def notes(cells, nuclei, spots, cell_tracks, drift, cell_stats, cell_track_stats,
           n_timepoints: int, voxel_size, border_excluded: bool = True,
-          common: pd.DataFrame | None = None) -> list[str]:
-    """Every note of a batch, most basic first (``common``: the cells' common motion)."""
+          common: pd.DataFrame | None = None, absent: Sequence[str] = ()) -> list[str]:
+    """Every note of a batch, most basic first (``common``: the cells' common motion;
+    ``absent``: the stains the movie does not have)."""
     found = [
         crowded_spots(spots, voxel_size) if len(spots) else None,
         cell_count_jumps(cells, n_timepoints),
@@ -165,4 +174,4 @@ def notes(cells, nuclei, spots, cell_tracks, drift, cell_stats, cell_track_stats
         flagged_drift(drift),
         common_motion(common, voxel_size),
     ]
-    return missing_objects(cells, nuclei, spots, cell_tracks) + [n for n in found if n]
+    return missing_objects(cells, nuclei, spots, cell_tracks, absent) + [n for n in found if n]

@@ -161,6 +161,23 @@ def volume_slices(image: np.ndarray, labels: Mapping[str, np.ndarray], group: st
                     group, f"{group}_z{z:03d}")
 
 
+# The stain a category is seen in: a training slice without that stain drops its labels (a
+# cell's outline is not in an image without the cytoplasm stain).
+SEEN_IN = {"nucleus": "nucleus", "cell": "cytoplasm", "spot": "rna"}
+
+
+def without_stains(image: np.ndarray, labels: Mapping[str, np.ndarray], channels: Sequence[str],
+                   absent: Sequence[str], axis: int = -1
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``image`` and ``labels`` as a movie without the ``absent`` stains gives them: their
+    channels (along ``axis``) zero, the labels of categories seen only in them dropped (stain
+    dropout: one model for movies with and without a cytoplasm or RNA stain)."""
+    image = np.array(image, copy=True)
+    for role in absent:
+        np.moveaxis(image, axis, 0)[list(channels).index(role)] = 0.0
+    return image, {k: v for k, v in labels.items() if SEEN_IN.get(k) not in absent}
+
+
 def write_coco(slices: Iterable[Slice], categories: Sequence[str], out_dir: str | os.PathLike,
                val_fraction: float = 0.2, seed: int = 0) -> dict[str, Path]:
     """Write ``images/*.npy``, ``train.json`` and ``val.json`` (atomically, as one folder).
@@ -334,12 +351,18 @@ def simulation_volumes(movie, model: str, channels: Sequence[str], spot_radius: 
 def coco_from_simulation(movie, model: str, out_dir: str | os.PathLike,
                          channels: Sequence[str], spot_radius: float = 2.0,
                          preprocess: Mapping[str, Mapping] | None = None,
-                         spot_z_half_width: float = 0.5, **kwargs) -> dict[str, Path]:
+                         spot_z_half_width: float = 0.5, absent: Sequence[str] = (),
+                         **kwargs) -> dict[str, Path]:
     """COCO dataset for model ``"cells"`` or ``"spots"`` from a :mod:`cellspot.simulate` movie
-    (:func:`simulation_volumes`; ``kwargs`` go to :func:`coco_from_volumes`)."""
+    (:func:`simulation_volumes`; ``kwargs`` go to :func:`coco_from_volumes`), without the
+    ``absent`` stains (the user's movie does not have them)."""
     img, labels = simulation_volumes(movie, model, channels, spot_radius, preprocess,
                                      spot_z_half_width)
-    return coco_from_volumes(img, labels, out_dir, list(labels), normalize=False, **kwargs)
+    img, kept = without_stains(img, labels, channels, absent, axis=1)
+    if not kept:
+        raise CocoError(f"the {model} model has nothing to learn without the "
+                        f"{' and '.join(absent)} stain(s)")
+    return coco_from_volumes(img, kept, out_dir, list(labels), normalize=False, **kwargs)
 
 
 # --------------------------------------------------------------------------- reading/checking
@@ -528,6 +551,8 @@ def build_training_coco(model: str, settings: Mapping, out_dir: str | os.PathLik
         raise CocoError(f"training_data.{'.'.join(map(str, err['loc']))}: {err['msg']}"
                         if err["loc"] else f"training_data: {err['msg']}") from None
     source = s.source
+    # stains the user's movie does not have (channels.<role>: null)
+    absent = [r for r, c in zip(roles or channels, channels) if c is None]
     common = dict(val_fraction=s.val_fraction, seed=s.seed)
     vol_kw = dict(z_step=s.z_step, keep_empty=s.keep_empty, **common)
     radius = s.spot_radius
@@ -561,7 +586,8 @@ def build_training_coco(model: str, settings: Mapping, out_dir: str | os.PathLik
         movie = simulate_movie(SimulationConfig(**s.simulation), seed=s.seed)
         log.info("simulated a training movie %s", movie.image.shape)
         return coco_from_simulation(movie, model, out_dir, list(roles or channels),
-                                    spot_radius=radius, preprocess=preprocess, **vol_kw)
+                                    spot_radius=radius, preprocess=preprocess, absent=absent,
+                                    **vol_kw)
     if source == "coco":
         return import_coco(s.coco, out_dir, **common)
     if source == "labels":
@@ -570,13 +596,15 @@ def build_training_coco(model: str, settings: Mapping, out_dir: str | os.PathLik
         if (ipath / ".zattrs").is_file() and image.ndim == 5:  # OME-Zarr: channels by name
             from cellspot.omezarr import read_meta
 
-            idx = [read_meta(ipath).channel_index(c) for c in channels]
+            meta = read_meta(ipath)
+            idx = [None if c is None else meta.channel_index(c) for c in channels]
         else:  # a TIFF: the given indices, or the first channels in order
             idx = list(s.channel_indices or range(len(channels)))
-        if max(idx) >= image.shape[1]:
+        if max((i for i in idx if i is not None), default=-1) >= image.shape[1]:
             raise CocoError(f"{ipath}: {image.shape[1]} channels, the model takes "
                             f"{len(channels)} (channel_indices {idx})")
-        image = image[:, idx]
+        image = np.stack([np.zeros_like(image[:, 0]) if i is None else image[:, i]
+                          for i in idx], 1)
         labels = {}
         for cat, p in (s.labels or {}).items():
             labels[cat] = _as_tzyx(read_volume(p), p)

@@ -479,14 +479,20 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
     image_path : path-like
         ``preprocessed.ome.zarr`` (TCZYX float32).
     model : {"cells", "spots"}
-    channels : sequence of channel names or indices
-        The model's input channels, in order.
+    channels : sequence of channel names or indices, or None
+        The model's input channels, in order; None for a stain the movie does not have (the
+        model sees zeros there, as in its stain-dropout training). With none of its stains
+        present the model is not run and the block holds no instances.
     z_batch : int
         z-slices read and segmented together (memory bound: one slice is Y*X*C floats).
     """
     arr = open_array(image_path)
     meta = read_meta(image_path)
-    cidx = [meta.channel_index(c) for c in channels]
+    cidx = [None if c is None else meta.channel_index(c) for c in channels]
+    present = any(c is not None for c in cidx)
+    if not present:
+        log.info("%s: none of the %s model's stains is in the movie: no instances", image_path,
+                 model)
     if len(cidx) != segmenter.in_channels:
         raise OmeZarrError(f"model {model!r} takes {segmenter.in_channels} channels but "
                            f"{len(cidx)} are configured: {list(channels)}")
@@ -504,8 +510,11 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
         for t in range(t_start, t_stop):
             for z0 in range(0, Z, z_batch):
                 z1 = min(Z, z0 + z_batch)
-                vol = np.stack([np.asarray(arr[t, c, z0:z1]) for c in cidx], -1)
-                stacks, tabs = segmenter.segment_slices(vol.astype(np.float32))
+                if not present:
+                    continue
+                vol = np.stack([np.zeros((z1 - z0, Y, X), np.float32) if c is None
+                                else np.asarray(arr[t, c, z0:z1], np.float32) for c in cidx], -1)
+                stacks, tabs = segmenter.segment_slices(vol)
                 for c in segmenter.classes:
                     outs[c][t - t_start, z0:z1] = stacks[c]
                 for k, tab in enumerate(tabs):
@@ -519,7 +528,7 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
         table.to_parquet(tmp / TABLE_NAME, index=False)
         group.attrs.update({"model": model, "classes": list(segmenter.classes),
                             "arrays": names, "t_start": int(t_start), "t_stop": int(t_stop),
-                            "channels": [str(c) for c in channels],
+                            "channels": [None if c is None else str(c) for c in channels],
                             "checkpoint": segmenter.checkpoint,
                             "score_threshold": segmenter.score_threshold,
                             "tta": segmenter.tta})
