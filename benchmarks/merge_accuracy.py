@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,11 +31,12 @@ from scipy.spatial import cKDTree
 
 from cellspot import merge
 from cellspot.simulate import SimulationConfig, simulate_movie
+from cellspot_bench import real_nuclei
 from cellspot_bench.baselines import stitch_slices_cellpose
 from cellspot_bench.corrupt import slice_labels
 from cellspot_bench.metrics import average_precision_at, match_points
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = real_nuclei.shared_data()
 NOISE = {
     "clean": {},
     "drop 5%": dict(p_drop=0.05),

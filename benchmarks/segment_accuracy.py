@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellspot.segment import coco, spots_classic
-from cellspot_bench.metrics import MatchResult, match_instances, spot_f1
+from cellspot.segment import coco, spots_classic, training_data
+from cellspot_bench import real_nuclei
+from cellspot_bench.metrics import MatchResult, spot_f1
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = real_nuclei.shared_data()
 
 
 def log(*a):
@@ -174,7 +175,7 @@ def part_smfish(work, minutes, threads, model_dir=None, narrow=True, seed=5):
         paths = _model_paths(model_dir)
     else:
         # No annotations used: PSF measured on the image, spots rendered into its background.
-        coco.build_training_coco("spots", {"source": "psf_synthetic", "images": [str(f)],
+        training_data.build_training_coco("spots", {"source": "psf_synthetic", "images": [str(f)],
                                            "n_copies": 24, "val_fraction": 0.0, "seed": seed},
                                  work / "coco", ["rna"])
         paths = train_budgeted("spots", work / "coco", work, minutes, narrow=narrow,
@@ -313,43 +314,16 @@ def part_cells(work, minutes, sim_kw, threads, narrow=True):
 
 
 def part_nuclei3d(seg):
-    import tifffile
-    from skimage.filters import threshold_otsu
-    from skimage.measure import label
-
-    d = DATA / "nuclei3d_qcanet"
-    if not d.is_dir():
+    """The cells model on the real QCANet embryo (nucleus stain alone), per slice and in 3D
+    after the merge stage's stitching (:func:`cellspot_bench.real_nuclei.evaluate_qcanet`)."""
+    if not (DATA / "nuclei3d_qcanet").is_dir():
         log("nuclei3d: data not found, skipped")
         return None
-    raw = tifffile.imread(d / "images_raw" / "8_cell_stage.tif").astype(np.float32)
-    gt = tifffile.imread(d / "instances_derived" / "8_cell_stage.tif")
-    nuc = coco.normalize_volume(raw)
-    x = np.stack([nuc, np.zeros_like(nuc), np.zeros_like(nuc)], -1)
-    stacks, tables = seg.segment_slices(x)
-    thr = threshold_otsu(raw)
-    mr, base, kept = [], [], []
-    for z in range(raw.shape[0]):
-        tab = tables[z]
-        keep = tab[(tab["class"] == "nucleus") & (tab["score"] >= 0.5)]["instance"]
-        kept.append(np.isin(stacks["nucleus"][z], keep) * stacks["nucleus"][z])
-        mr.append(match_instances(gt[z], kept[-1], 0.5))
-        base.append(match_instances(gt[z], label(raw[z] > thr), 0.5))
-    a, b = _sum(mr), _sum(base)
-    ap = lambda m: m.tp / max(m.tp + m.fp + m.fn, 1)  # noqa: E731
-    log(f"nuclei3d (real, per slice): nucleus AP@0.5 Mask R-CNN {ap(a):.3f} "
-        f"(tp {a.tp} fp {a.fp} fn {a.fn}); Otsu + connected components {ap(b):.3f}")
-    # In 3D: the merge stage stitches the slices' nuclei (anisotropy z:y:x = 2.18:1:1, from
-    # the data's README), against the 3D truth.
-    from skimage.measure import label as label3d
-
-    from cellspot.merge import stitch_slices
-
-    a3 = match_instances(gt, stitch_slices(np.stack(kept), anisotropy=(2.18, 1.0, 1.0)), 0.5)
-    b3 = match_instances(gt, label3d(raw > thr), 0.5)
-    log(f"nuclei3d (real, 3D after the merge stage): nucleus AP@0.5 Mask R-CNN {ap(a3):.3f} "
-        f"(tp {a3.tp} fp {a3.fp} fn {a3.fn}); Otsu + 3D connected components {ap(b3):.3f}")
-    return {"maskrcnn_ap50": ap(a), "otsu_cc_ap50": ap(b), "maskrcnn": a.as_dict(),
-            "otsu_cc": b.as_dict(), "maskrcnn_ap50_3d": ap(a3), "otsu_cc_ap50_3d": ap(b3)}
+    res = real_nuclei.evaluate_qcanet(seg, 0.5, DATA)
+    log(f"nuclei3d (real): nucleus AP@0.5 per slice {res['ap50_slice']:.3f} (Otsu + connected "
+        f"components {res['otsu_cc_ap50_slice']:.3f}); in 3D after the merge stage "
+        f"{res['ap50_3d']:.3f} ({res['otsu_cc_ap50_3d']:.3f})")
+    return res
 
 
 def _model_paths(model_dir):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from cellspot.segment import coco, spots_classic
+from cellspot.segment import coco, spots_classic, training_data
 from cellspot_bench.metrics import match_points, spot_f1
 
 
@@ -146,7 +146,7 @@ def test_annotation_free_spot_training_data(tmp_path):
     img, _ = _spot_image(seed=5)
     f = tmp_path / "raw.tif"
     imsave(f, img.astype(np.float32))
-    paths = coco.build_training_coco(
+    paths = training_data.build_training_coco(
         "spots", {"source": "psf_synthetic", "images": [str(f)], "n_copies": 3,
                   "val_fraction": 0.0}, tmp_path / "coco", ["rna"])
     c = coco.load_coco(paths["train"])
@@ -162,7 +162,7 @@ def test_annotation_free_spot_training_data(tmp_path):
     det = spots_classic.detect_spots_log(arr, 1.3)
     assert spot_f1(centres, det[["y", "x"]].to_numpy(), 3.0).f1 > 0.85
     # pseudo-labels: LoG detections as labels
-    p2 = coco.build_training_coco("spots", {"source": "pseudo_labels", "images": [str(f)],
+    p2 = training_data.build_training_coco("spots", {"source": "pseudo_labels", "images": [str(f)],
                                             "val_fraction": 0.0}, tmp_path / "pl", ["rna"])
     assert 30 <= len(coco.load_coco(p2["train"]).anns) <= 45
 
@@ -195,10 +195,10 @@ def test_simulated_training_data_by_role_with_renamed_channels(tmp_path):
                 "simulation": {"n_timepoints": 1, "shape": [8, 64, 64], "n_cells": 2}}
     names = ["nuclei_DAPI", "cytoplasm_stain", "RNA_spots"]
     with pytest.raises(Exception, match="nuclei_DAPI"):  # names alone cannot be looked up
-        coco.build_training_coco("cells", settings, tmp_path / "a", names)
+        training_data.build_training_coco("cells", settings, tmp_path / "a", names)
     pre = {"rna": {"normalize": {"low": 1.0, "high": 99.99},
                    "filters": [{"kind": "tophat", "radius_um": 1.0}]}}
-    p = coco.build_training_coco("cells", settings, tmp_path / "b", names,
+    p = training_data.build_training_coco("cells", settings, tmp_path / "b", names,
                                  roles=["nucleus", "cytoplasm", "rna"], preprocess=pre)
     c = coco.load_coco(p["train"])
     assert len(c.anns) > 0
@@ -206,7 +206,7 @@ def test_simulated_training_data_by_role_with_renamed_channels(tmp_path):
     assert arr.shape[-1] == 3
     # the rna channel went through the top-hat, as after preprocessing: its background is
     # darker than with the plain percentile normalisation
-    q = coco.build_training_coco("cells", settings, tmp_path / "c", names,
+    q = training_data.build_training_coco("cells", settings, tmp_path / "c", names,
                                  roles=["nucleus", "cytoplasm", "rna"])
     plain = np.load(q["train"].parent / coco.load_coco(q["train"]).imgs[1]["file_name"])
     assert np.median(arr[..., 2]) < 0.5 * np.median(plain[..., 2])
@@ -227,7 +227,7 @@ def test_training_data_without_the_stains_the_movie_lacks(tmp_path):
 
     settings = {"source": "simulation", "seed": 3, "z_step": 4, "val_fraction": 0.0,
                 "simulation": {"n_timepoints": 1, "shape": [8, 64, 64], "n_cells": 2}}
-    p = coco.build_training_coco("cells", settings, tmp_path / "a", ["DAPI", None, None],
+    p = training_data.build_training_coco("cells", settings, tmp_path / "a", ["DAPI", None, None],
                                  roles=["nucleus", "cytoplasm", "rna"])
     c = coco.load_coco(p["train"])
     names = {cat["id"]: cat["name"] for cat in c.dataset["categories"]}

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # noqa: F821 - the workflow's own package
 
-from cellspot.segment.coco import build_training_coco  # noqa: E402
+from cellspot.segment.training_data import build_training_coco  # noqa: E402
 from cellspot.smk import run_step  # noqa: E402
 
 
