@@ -207,6 +207,7 @@ def build_training_set(model: str, movies: list, out: Path, preprocess: dict,
             "instances": len(doc["annotations"]), "preprocess": preprocess,
             "movie_settings": settings}
     if model == "cells":
+        desc["nucleus_diameter_px"] = nucleus_diameters(doc)
         desc["stain_dropout"] = {"shares": [[sh * stain_dropout, list(a)]
                                             for sh, a in STAIN_DROPOUT],
                                  "slices": n_dropped}
@@ -217,6 +218,18 @@ def build_training_set(model: str, movies: list, out: Path, preprocess: dict,
                                f"{real_nuclei.DSB_TEST_SIZE[1]} px (never trained on)",
             "input": "nucleus channel normalised 1-99.8 %, Gaussian 1 px; other channels zero"}
     return desc
+
+
+def nucleus_diameters(doc: dict) -> dict:
+    """Equivalent diameters (px) of the nuclei of a COCO training set: ``low`` (25th
+    percentile: smaller nuclei are found less reliably), ``median``, ``high`` (95th); inference
+    rescales movies whose nuclei lie outside to the median (:mod:`cellspot.segment.scale`)."""
+    nucleus = next(c["id"] for c in doc["categories"] if c["name"] == "nucleus")
+    d = 2 * np.sqrt(np.array([a["area"] for a in doc["annotations"]
+                              if a["category_id"] == nucleus], float) / np.pi)
+    lo, med, hi = np.percentile(d, [25, 50, 95])
+    return {"low": round(float(lo), 1), "median": round(float(med), 1),
+            "high": round(float(hi), 1)}
 
 
 def real_nuclei_ids(n: int) -> list[str]:

@@ -15,6 +15,7 @@ def main(smk):
 
     from cellspot.segment.infer import Segmenter, segment_block
     from cellspot.segment.models import check_starter_matches
+    from cellspot.segment.starter import trained_diameter
 
     p = dict(smk.params.infer)
     torch.set_num_threads(max(1, smk.threads))
@@ -27,7 +28,8 @@ def main(smk):
                     tta=p["tta"], model=smk.params.model)
     segment_block(smk.input.image, smk.output.zarr, seg, smk.params.model,
                   list(smk.params.channels), int(smk.wildcards.start), int(smk.wildcards.stop),
-                  z_batch=p["z_batch"])
+                  z_batch=p["z_batch"], object_diameter_um=p["object_diameter_um"],
+                  trained_diameter=trained_diameter(smk.params.model))
 
 
 run_step(snakemake, main)  # noqa: F821

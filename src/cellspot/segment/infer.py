@@ -33,6 +33,8 @@ from cellspot.segment.store import (  # noqa: F401
 )
 from cellspot.table_specs import INSTANCES
 
+from .scale import auto_scale, estimate_diameter_px, labels_at, rescale_slices, slice_scale
+
 log = logging.getLogger(__name__)
 
 
@@ -256,12 +258,15 @@ class Segmenter:
         Test-time augmentation: predict all 8 rotations/reflections of every slice and fuse
         the instances (:func:`fuse_instances`; ``score_threshold`` then applies to the fused
         score). 8x the inference time.
+    scale : float
+        Slices are resized by this factor before the model and the instances mapped back to
+        full resolution (:mod:`cellspot.segment.scale`); may be set after loading.
     """
 
     def __init__(self, config, checkpoint, device: str | None = None, batch_size: int = 4,
                  tile_size: int = 1024, tile_overlap: int = 64, score_threshold: float = 0.5,
                  weight_channel: int | None = None, max_detections: int | None = None,
-                 tta: bool = False, model: str | None = None):
+                 tta: bool = False, model: str | None = None, scale: float = 1.0):
         import torch
         from mmengine.dataset import Compose
 
@@ -285,6 +290,7 @@ class Segmenter:
         self._pass_threshold = min(self.score_threshold, 0.05) if self.tta else self.score_threshold
         self.weight_channel = weight_channel
         self.checkpoint = str(checkpoint)
+        self.scale = float(scale)
 
     # -- forward passes
     def _forward(self, tiles: list[np.ndarray]) -> list:
@@ -382,13 +388,17 @@ class Segmenter:
         n, h, w = images.shape[:3]
         stacks = {c: np.zeros((n, h, w), np.int32) for c in self.classes}
         tables = []
-        instances = self._predict(images)
+        seen = images if self.scale == 1.0 else rescale_slices(images, self.scale)
+        instances = self._predict(seen)
         for s, insts in enumerate(instances):
             weight = (images[s].mean(-1) if self.weight_channel is None
                       else images[s][..., self.weight_channel])
             rows = []
             for k, c in enumerate(self.classes):
-                lab, scores = paint_instances([i for i in insts if i.label == k], (h, w))
+                lab, scores = paint_instances([i for i in insts if i.label == k],
+                                              seen.shape[1:3])
+                if seen is not images:
+                    lab, scores = labels_at(lab, scores, (h, w))
                 stacks[c][s] = lab
                 tab = instance_table(lab, weight, scores)
                 tab.insert(0, "class", c)
@@ -469,9 +479,25 @@ def _create(group: zarr.Group, name: str, shape, dtype) -> zarr.Array:
                               chunk_key_encoding={"name": "v2", "separator": "/"})
 
 
+def movie_scale(arr, voxel_size: Sequence[float], channel: int | None, diameter_um,
+                trained: dict | None) -> float:
+    """The slice scale of a movie (:mod:`cellspot.segment.scale`): from ``diameter_um`` (µm),
+    or measured on up to 5 middle slices of timepoint 0 of ``channel`` (``"auto"``), against
+    the ``trained`` diameters; 1 when any is missing."""
+    if diameter_um is None or trained is None or channel is None:
+        return 1.0
+    if diameter_um != "auto":
+        return slice_scale(float(diameter_um), float(voxel_size[-1]), trained["median"])
+    Z = arr.shape[2]
+    zs = np.unique(np.linspace(Z // 3, max(Z // 3, 2 * Z // 3 - 1), min(5, Z)).astype(int))
+    found = [d for z in zs if (d := estimate_diameter_px(np.asarray(arr[0, channel, z])))]
+    return auto_scale(float(np.median(found)) if found else None, trained)
+
+
 def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
                   segmenter: Segmenter, model: str, channels: Sequence[str | int],
-                  t_start: int, t_stop: int, z_batch: int = 16) -> Path:
+                  t_start: int, t_stop: int, z_batch: int = 16,
+                  object_diameter_um=None, trained_diameter: dict | None = None) -> Path:
     """Segment timepoints ``[t_start, t_stop)`` of an OME-Zarr movie into one block store.
 
     Parameters
@@ -485,10 +511,18 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
         present the model is not run and the block holds no instances.
     z_batch : int
         z-slices read and segmented together (memory bound: one slice is Y*X*C floats).
+    object_diameter_um, trained_diameter
+        The nuclei's size and the model's (:func:`movie_scale`; the first input channel is
+        measured): slices are rescaled so that nuclei appear at the trained size.
     """
     arr = open_array(image_path)
     meta = read_meta(image_path)
     cidx = [None if c is None else meta.channel_index(c) for c in channels]
+    segmenter.scale = movie_scale(arr, meta.voxel_size, cidx[0], object_diameter_um,
+                                  trained_diameter)
+    if segmenter.scale != 1.0:
+        log.info("%s: slices rescaled by %.3f for the %s model (%s)", image_path,
+                 segmenter.scale, model, object_diameter_um)
     present = any(c is not None for c in cidx)
     if not present:
         log.info("%s: none of the %s model's stains is in the movie: no instances", image_path,
@@ -531,5 +565,6 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
                             "channels": [None if c is None else str(c) for c in channels],
                             "checkpoint": segmenter.checkpoint,
                             "score_threshold": segmenter.score_threshold,
+                            "scale": segmenter.scale,
                             "tta": segmenter.tta})
     return out_path

@@ -96,6 +96,11 @@ class InferSettings(_Strict):
     score_threshold: float = Field(0.5, ge=0, le=1, description="minimum instance score")
     tta: bool = Field(False, description="test-time augmentation: predict the 8 rotations/"
                       "reflections of every slice and fuse the instances (8x the time)")
+    object_diameter_um: float | Literal["auto"] | None = Field(
+        "auto", description="cells model: the nuclei's diameter (µm); slices are rescaled so "
+        "that nuclei appear at the size the model was trained at (its card) and results mapped "
+        "back. auto: measured on the first timepoint, rescaled only when outside the trained "
+        "range; null: never rescaled. The spots model is not rescaled")
     threads: int = threads_field(4, "an inference job (torch)")
     gpu: int = gpu_field(1, "an inference job")
     mem_mb: int = mem_field(16000, "an inference job")

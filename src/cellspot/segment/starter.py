@@ -66,6 +66,15 @@ def resolve_checkpoint(model: str, value: str, key: str = "checkpoint") -> str:
     return value or ""
 
 
+def trained_diameter(model: str) -> dict | None:
+    """Nucleus diameters (px: ``low``, ``median``, ``high``) the starter ``model`` was trained
+    on (its card), or None (the spots model; a card without them)."""
+    try:
+        return read_card(model)["training_data"].get("nucleus_diameter_px")
+    except (SegmentError, OSError, KeyError):
+        return None
+
+
 def read_card(model: str) -> dict:
     """The card (provenance and benchmark figures) of a starter model."""
     return json.loads(starter_files(model)["card"].read_text())
