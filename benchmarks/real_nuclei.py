@@ -50,18 +50,19 @@ def evaluate(seg, n_dsb: int) -> tuple[dict, dict]:
     """Figures of one model, and its 3D predictions (for pictures)."""
     out, preds = {}, {}
     out["DSB2018 unseen source"] = rn.evaluate_dsb(seg, rn.dsb_ids("test")[:n_dsb])
-    out["QCANet embryo"] = rn.evaluate_qcanet(seg)
-    for crop in rn.GONUCLEAR_CROPS:
-        img, gt = rn.gonuclear(crop)
-        vs = np.asarray(rn.GONUCLEAR_VOXEL)
-        res = rn.evaluate_3d(seg, img, gt, tuple(vs / vs[-1]))
-        preds[crop] = (img, gt, res.pop("pred"))
-        out[f"GoNuclear {crop}"] = res
+    vs = np.asarray(rn.GONUCLEAR_VOXEL)
+    stacks = [("QCANet embryo", rn.qcanet(), rn.QCANET_ANISOTROPY)] + [
+        (f"GoNuclear {c}", rn.gonuclear(c), tuple(vs / vs[-1])) for c in rn.GONUCLEAR_CROPS]
+    for name, (img, gt), anisotropy in stacks:
+        res = rn.evaluate_3d(seg, img, gt, anisotropy)
+        preds[name] = (img, gt, res.pop("pred"))
+        out[name] = res
     return out, preds
 
 
 def picture(preds: dict[str, dict], path: Path) -> None:
-    """Middle slice of each 3D set: truth outlines (green) and each model's (magenta)."""
+    """Middle slice of each 3D set: truth outlines (green) and each model's in 3D after
+    stitching (magenta)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +76,7 @@ def picture(preds: dict[str, dict], path: Path) -> None:
     for i, m in enumerate(models):
         for j, c in enumerate(crops):
             img, gt, pred = preds[m][c]
-            z = img.shape[0] // 2
+            z = int(np.argmax((gt > 0).sum((1, 2))))  # the slice with most nuclei
             rgb = np.repeat(np.clip(img[z], 0, 1)[..., None], 3, -1) * 0.8
             rgb[find_boundaries(gt[z])] = (0.1, 0.9, 0.1)
             rgb[find_boundaries(pred[z])] = (0.9, 0.1, 0.9)

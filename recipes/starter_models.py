@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import sys
@@ -328,7 +329,8 @@ def benchmark(model: str, paths: dict, movies, preprocess: dict, threshold: floa
             seg, real_nuclei.dsb_ids("test")[:DSB_BENCH_IMAGES], threshold)}
     if (real_nuclei.shared_data() / "nuclei3d_qcanet").is_dir():
         real["QCANet embryo"] = real_nuclei.evaluate_qcanet(seg, threshold)
-    for name, r in list(rows.items())[len(movies):] + list(real.items()):
+    for name, r in [(k, v) for k, v in rows.items() if "," in k or k.startswith("DSB")] + \
+            list(real.items()):
         log(f"cells benchmark, {name}: " + json.dumps(r))
     # headline of each held-out set: cell AP where the cytoplasm stain is there, else nucleus AP
     heads = [r["cell"]["ap50"] if "cell" in r else r["nucleus"]["ap50"] for r in rows.values()]
@@ -390,7 +392,9 @@ def train_one(model: str, args, profile: dict, preprocess: dict, movies: list,
         shipped = {k: v for k, v in starter_files(model).items() if k != "card"}
         bench["shipped_score"] = benchmark(model, shipped, held_out, preprocess)["score"]
         log(f"{model}: score {bench['score']:.4f}, shipped model {bench['shipped_score']:.4f}")
-    config_text = Path(paths["config"]).read_text()
+    # a shipped config names no file of this machine (fine-tuning's load_from)
+    config_text = re.sub(r"^load_from = .*$", "load_from = None",
+                         Path(paths["config"]).read_text(), flags=re.M)
     card = {
         "model": model,
         "recipe": "recipes/starter_models.py",
@@ -458,6 +462,7 @@ def main(argv=None) -> int:
     p.add_argument("--real-nuclei", type=int, default=200,
                    help="cells: DSB2018 training-source images mixed in (0: none; skipped "
                         "when ../shared/data is absent)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the profile's)")
     p.add_argument("--crop-size", type=int, default=0,
                    help="random training crops (px; default: the profile's)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -467,7 +472,8 @@ def main(argv=None) -> int:
     import torch
 
     cuda = torch.cuda.is_available() if args.device is None else args.device.startswith("cuda")
-    profile = PROFILES[args.profile or ("gpu" if cuda else "cpu")]
+    profile = dict(PROFILES[args.profile or ("gpu" if cuda else "cpu")])
+    profile["lr"] = args.lr or profile["lr"]
     preprocess = default_preprocess()
     t0, c0 = time.time(), cpu_seconds()
     movies = training_movies(args.movies)

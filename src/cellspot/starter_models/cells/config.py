@@ -11,11 +11,11 @@ dataset_type = 'CocoDataset'
 default_hooks = dict(
     checkpoint=dict(
         by_epoch=False,
-        interval=275,
+        interval=200,
         max_keep_ckpts=2,
         save_last=True,
         type='CheckpointHook'),
-    logger=dict(interval=11, log_metric_by_epoch=False, type='LoggerHook'),
+    logger=dict(interval=8, log_metric_by_epoch=False, type='LoggerHook'),
     param_scheduler=dict(type='ParamSchedulerHook'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     timer=dict(type='IterTimerHook'),
@@ -28,8 +28,8 @@ env_cfg = dict(
 in_channels = 3
 load_from = None
 log_level = 'INFO'
-log_processor = dict(by_epoch=False, type='LogProcessor', window_size=11)
-max_iters = 1100
+log_processor = dict(by_epoch=False, type='LogProcessor', window_size=8)
+max_iters = 800
 metainfo = dict(classes=(
     'nucleus',
     'cell',
@@ -224,18 +224,18 @@ model = dict(
     type='MaskRCNN')
 optim_wrapper = dict(
     clip_grad=dict(max_norm=10.0, norm_type=2),
-    optimizer=dict(lr=0.0004, type='AdamW', weight_decay=0.05),
+    optimizer=dict(lr=0.0001, type='AdamW', weight_decay=0.05),
     type='OptimWrapper')
 param_scheduler = [
-    dict(begin=0, by_epoch=False, end=200, start_factor=0.01, type='LinearLR'),
+    dict(begin=0, by_epoch=False, end=160, start_factor=0.01, type='LinearLR'),
     dict(
         begin=0,
         by_epoch=False,
-        end=1100,
+        end=800,
         gamma=0.1,
         milestones=[
-            825,
-            990,
+            600,
+            720,
         ],
         type='MultiStepLR'),
 ]
@@ -259,14 +259,14 @@ test_pipeline = [
         ),
         type='PackDetInputs'),
 ]
-train_cfg = dict(max_iters=1100, type='IterBasedTrainLoop', val_interval=2000)
+train_cfg = dict(max_iters=800, type='IterBasedTrainLoop', val_interval=2000)
 train_dataloader = dict(
     batch_sampler=None,
     batch_size=4,
     dataset=dict(
         ann_file='train.json',
         data_prefix=dict(img=''),
-        data_root='/work/main/build/starter_work/cells/coco/',
+        data_root='/work/main/build/starter_work2/cells/coco/',
         filter_cfg=dict(filter_empty_gt=False, min_size=0),
         metainfo=dict(classes=(
             'nucleus',
@@ -329,13 +329,6 @@ train_dataloader = dict(
                 0.0,
                 0.05,
             ), type='RandomGaussianNoise'),
-            dict(
-                classes=(
-                    'nucleus',
-                    'cell',
-                ),
-                type='SemanticFromInstances',
-                values=dict(cell=1, nucleus=2)),
             dict(type='PackDetInputs'),
         ],
         type='CocoDataset'),
@@ -379,13 +372,6 @@ train_pipeline = [
         0.0,
         0.05,
     ), type='RandomGaussianNoise'),
-    dict(
-        classes=(
-            'nucleus',
-            'cell',
-        ),
-        type='SemanticFromInstances',
-        values=dict(cell=1, nucleus=2)),
     dict(type='PackDetInputs'),
 ]
 val_cfg = None
@@ -396,10 +382,10 @@ vis_backends = [
     dict(type='TensorboardVisBackend'),
 ]
 visualizer = dict(
-    name='cellspot-230c1be9bedf',
+    name='cellspot-7701f764a600',
     type='DetLocalVisualizer',
     vis_backends=[
         dict(type='LocalVisBackend'),
         dict(type='TensorboardVisBackend'),
     ])
-work_dir = '/work/main/build/starter_work/cells/model/work'
+work_dir = '/work/main/build/starter_work2/cells/model/work'
