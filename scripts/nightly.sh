@@ -7,12 +7,17 @@
 # Settings: CELLSPOT_WORKDIR (the deployed workflow folder; default: this repo),
 # CELLSPOT_PROFILE (default profiles/slurm), CELLSPOT_PYTHON (default .venv/bin/python of this repo).
 # Writes results/nightly/<stamp>.snakemake.log and <stamp>.status.tsv (what was processed, what
-# failed and why). Exit status: 0 all batches complete, 1 some failed, 75 another run was active.
+# failed and why). Exit status: 0 all batches complete, 1 some failed, 2 no cellspot Python
+# (setup not run) or no such folder, 75 another run was active.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORKDIR=${CELLSPOT_WORKDIR:-$ROOT}
 PROFILE=${CELLSPOT_PROFILE:-profiles/slurm}
 PY=${CELLSPOT_PYTHON:-$ROOT/.venv/bin/python}
+if [ ! -x "$PY" ]; then
+  echo "[nightly] $PY not found: run scripts/setup.sh, or set CELLSPOT_PYTHON" >&2
+  exit 2
+fi
 cd "$WORKDIR" || exit 2
 mkdir -p results/nightly
 stamp=$(date +%Y%m%d-%H%M%S)

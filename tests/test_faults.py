@@ -489,6 +489,18 @@ def test_nightly_without_a_readable_sheet_names_no_status_file(tmp_path, fault):
     assert "no status table" in nightly.stderr and "samples sheet not found" in nightly.stderr
 
 
+def test_nightly_without_its_python_says_so(tmp_path, fault, monkeypatch):
+    """A nightly on a machine where setup was not run (no .venv) says so; it used to exit 75
+    as if a run were active."""
+    wd = make_workdir(tmp_path, {})
+    monkeypatch.setenv("CELLSPOT_PYTHON", str(tmp_path / "no" / "python"))
+    nightly = run_nightly(wd, timeout=60)
+    fault("nightly where the cellspot Python is missing", "exit 2 naming it and the setup",
+          f"rc {nightly.returncode}: {last_line(nightly)}")
+    assert nightly.returncode == 2 and "scripts/setup.sh" in nightly.stderr
+    assert not (wd / "results").exists()
+
+
 # ------------------------------------------------------------------------ kills, end to end
 
 

@@ -296,7 +296,7 @@ def check_run(truth_dir: str | os.PathLike, *, cells: str, nuclei: str, cells_tr
     tracks = pd.read_parquet(cell_tracks)
     pairs = cell_pairs(truth["cells"], found)
     rna = rna_per_cell(truth, found, spot_table, pairs)
-    complete = rna[rna["complete"]]
+    complete = rna[rna["complete"].astype(bool)]  # (an empty object mask would select columns)
     cell_ap, nuc_ap = ap_per_frame(truth["cells"], found), ap_per_frame(truth["nuclei"], nuc)
     speed = speed_errors(truth, tracked, tracks, vs, dt)
     speed_err = speed["error"].abs()

@@ -79,9 +79,10 @@ class MergeSettings(BaseModel):
                                     "cell_expansion_um instead of the cells model's cell (e.g. "
                                     "a poor cytoplasm stain); always on when "
                                     "channels.cytoplasm is null")
-    cell_expansion_um: float = Field(3.0, gt=0, description="with cells_from_nuclei: how far "
+    cell_expansion_um: float = Field(2.0, gt=0, description="with cells_from_nuclei: how far "
                                      "(µm) a cell reaches beyond its nucleus, never past "
-                                     "halfway to the next nucleus")
+                                     "halfway to the next nucleus (set your cells' cytoplasm "
+                                     "thickness)")
     spots: SpotSettings = Field(default_factory=SpotSettings)
 
     @classmethod
