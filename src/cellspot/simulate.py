@@ -26,10 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage as ndi
 
 from .omezarr import ImageMeta, atomic_output
+from .stains import ROLES
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("nucleus", "cytoplasm", "rna")
+CHANNELS = ROLES  # the simulator names its channels by role
 
 
 class SimulationConfig(BaseModel):

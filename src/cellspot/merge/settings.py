@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..resources import without_resources
+from ..stains import absent_stains
 from ..table_specs import SPOTS
 
 COMPARTMENTS = ("outside", "cytoplasm", "nucleus")  # index = value of the semantic map
@@ -94,7 +95,7 @@ class MergeSettings(BaseModel):
         channels = channels or {}
         if channels.get("rna") is not None:
             d["spots"] = {**dict(d.get("spots") or {}), "channel": channels["rna"]}
-        if "cytoplasm" in channels and channels["cytoplasm"] is None:
+        if "cytoplasm" in absent_stains(channels):
             d["cells_from_nuclei"] = True
         return cls(**d)
 

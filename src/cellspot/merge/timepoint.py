@@ -65,15 +65,18 @@ def merge_timepoint(cells_2d: np.ndarray | None, nuclei_2d: np.ndarray | None,
               max_gap_um=s.max_gap_um, fill_gaps=s.fill_gaps,
               fragment_containment=s.fragment_containment, merge_coverage=s.merge_coverage,
               waist_ratio=s.waist_ratio, min_volume_vox=s.min_volume_vox)
-    cells = stitch_slices(cells_2d, **kw) if cells_2d is not None else np.zeros(shape, np.uint32)
     nuclei = (stitch_slices(nuclei_2d, **kw) if nuclei_2d is not None
               else np.zeros(shape, np.uint32))
+    if s.cells_from_nuclei:  # the cells model's cells are not used
+        cells = grow_cells(nuclei, s.cell_expansion_um, vs)
+    elif cells_2d is not None:
+        cells = stitch_slices(cells_2d, **kw)
+    else:
+        cells = np.zeros(shape, np.uint32)
     for name, a in (("cells", cells), ("nuclei", nuclei)):
         if a.shape != shape:
             raise ValueError(f"{name} labels {a.shape} do not match the image {shape}")
     names = list(meta.channel_names) if image is not None else []
-    if s.cells_from_nuclei:
-        cells = grow_cells(nuclei, s.cell_expansion_um, vs)
     parents = assign_nuclei(cells, nuclei, s.nucleus_min_overlap)
     if s.split_multinucleate and len(parents) and not s.cells_from_nuclei:
         cells, n_joined = absorb_anucleate_fragments(cells, parents)

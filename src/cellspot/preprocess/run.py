@@ -35,6 +35,7 @@ from cellspot.register import (
     write_drift_csv,
 )
 from cellspot.resources import without_resources
+from cellspot.stains import absent_stains
 
 from .filters import ChannelSettings, StrictModel
 from .intensity import (
@@ -78,7 +79,7 @@ class PreprocessSettings(StrictModel):
         ``channel_names`` (the movie's) turns indices into names.
         """
         roles = roles or {}
-        absent = {k for k, v in roles.items() if v is None}  # stains the movie does not have
+        absent = absent_stains(roles)
         if self.registration.enabled and self.registration.channel in absent:
             raise PreprocessError(
                 f"preprocess.registration.channel is {self.registration.channel!r}, but "

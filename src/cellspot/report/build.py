@@ -22,10 +22,10 @@ from cellspot.register import read_drift_csv
 from cellspot.report import coloc as coloc_mod
 from cellspot.report import html, plots, tables, trust
 from cellspot.report.settings import ReportConfig
+from cellspot.stains import ROLES, absent_stains
 
 log = logging.getLogger(__name__)
 
-ROLES = ("nucleus", "cytoplasm", "rna")
 TABLES = ("cell_stats", "cell_track_stats", "rna_track_stats", "batch_summary")
 # name -> (title, caption, Snakemake report category)
 FIGURES = {
@@ -282,7 +282,7 @@ def compute(inputs: ReportInputs, cfg: ReportConfig | None = None,
     common = tables.common_motion(cell_tracks, vs)
     notes = trust.notes(cells, nuclei, spots, cell_tracks, drift, ctp, ctr, n_t, vs,
                         cfg.border_cells == "exclude", common,
-                        absent=[r for r in ROLES if r in (channels or {}) and channels[r] is None])
+                        absent=absent_stains(channels))
     coloc = None
     if len(cells) and len(spots):
         coloc = coloc_mod.colocalisation(

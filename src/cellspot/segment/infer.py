@@ -541,11 +541,9 @@ def segment_block(image_path: str | os.PathLike, out_path: str | os.PathLike,
         outs = {c: _create(group, ARRAY_NAMES.get(c, c), (nt, Z, Y, X), "int32")
                 for c in segmenter.classes}
         tables = []
-        for t in range(t_start, t_stop):
+        for t in range(t_start, t_stop) if present else ():
             for z0 in range(0, Z, z_batch):
                 z1 = min(Z, z0 + z_batch)
-                if not present:
-                    continue
                 vol = np.stack([np.zeros((z1 - z0, Y, X), np.float32) if c is None
                                 else np.asarray(arr[t, c, z0:z1], np.float32) for c in cidx], -1)
                 stacks, tabs = segmenter.segment_slices(vol)
